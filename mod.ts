@@ -1,0 +1,69 @@
+/**
+ * Single-use OAuth 2.0 authorization codes on PostgreSQL, through
+ * postgres.js.
+ *
+ * With PKCE mandatory (RFC 7636), the authorization code is the only secret
+ * the browser carries, and RFC 6749 §4.1.2 says it must be used at most
+ * once. This store enforces that in the database: `take` is one
+ * `DELETE ... RETURNING` statement, so of any number of concurrent
+ * redemptions, across every process sharing the database, exactly one gets
+ * the entry. Codes are stored only as SHA-256 hashes, and every record is
+ * validated fail-closed (no defaults, `S256` only).
+ *
+ * @example Issue and redeem a code
+ * ```ts ignore
+ * import postgres from "postgres";
+ * import { createCodeStore, migrate } from "@attesto/code-store";
+ *
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!, { fetch_types: false });
+ * await migrate(sql);
+ * const store = createCodeStore(sql);
+ *
+ * // At the authorization endpoint:
+ * const code = crypto.getRandomValues(new Uint8Array(32))
+ *   .toBase64({ alphabet: "base64url", omitPadding: true });
+ * await store.put({
+ *   code,
+ *   expiresAt: Math.floor(Date.now() / 1000) + 60,
+ *   data: {
+ *     clientId: "s6BhdRkqt3",
+ *     subject: "user-42",
+ *     redirectUri: "https://client.example.org/cb",
+ *     scope: ["openid", "profile"],
+ *     codeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+ *     codeChallengeMethod: "S256",
+ *   },
+ * });
+ *
+ * // At the token endpoint: take first, then check.
+ * const entry = await store.take(code);
+ * if (!entry || entry.expiresAt <= Date.now() / 1000) {
+ *   // invalid_grant (RFC 6749 §5.2)
+ * }
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type CodeStore,
+  type CodeStoreOptions,
+  createCodeStore,
+  type Repository,
+} from "./src/store.ts";
+export { type CodeRow, fromRecord, toRecord } from "./src/schema.ts";
+export { hashCode } from "./src/hash_code.ts";
+export { migrate, type MigrateOptions, migrationSql } from "./src/migrate.ts";
+export {
+  CodeStoreError,
+  DuplicateCodeError,
+  InvalidRecordError,
+  MissingRepositoryError,
+} from "./src/errors.ts";
+export type {
+  CodeEntry,
+  GrantData,
+  JsonObject,
+  JsonValue,
+  NewCode,
+} from "./src/types.ts";

@@ -1,0 +1,138 @@
+/**
+ * Errors raised by the code store. Each has a stable {@linkcode CodeStoreError.code}
+ * to branch on, and `name` equal to its class name.
+ *
+ * No message or property of these errors ever holds a plaintext
+ * authorization code, a code hash, or the database server's detail text.
+ *
+ * @module
+ */
+
+/**
+ * Base class of every error this module raises itself. Database errors are
+ * not wrapped: they reach the caller as postgres.js raised them.
+ *
+ * @example Branch on the stable code
+ * ```ts
+ * import { CodeStoreError, InvalidRecordError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error: unknown = new InvalidRecordError("data.scope", "must be an array");
+ * let field = "";
+ * if (error instanceof CodeStoreError && error.code === "ERR_INVALID_RECORD") {
+ *   field = (error as InvalidRecordError).field;
+ * }
+ * assertEquals(field, "data.scope");
+ * ```
+ */
+export class CodeStoreError extends Error {
+  /** A stable, machine-readable identifier of the error kind. */
+  readonly code: string;
+
+  /**
+   * Creates the error.
+   *
+   * @param code The stable error code.
+   * @param message A description that holds no secret.
+   */
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/**
+ * `put` was given a code whose hash is already stored. Authorization codes
+ * must be unique, so this is a bug in the caller's code generator (or a
+ * replayed `put`); the stored entry is left untouched. The server's
+ * `detail` (which names the key) is deliberately not carried over.
+ *
+ * @example
+ * ```ts
+ * import { DuplicateCodeError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error = new DuplicateCodeError();
+ * assertEquals(error.code, "ERR_DUPLICATE_CODE");
+ * assertEquals(error.name, "DuplicateCodeError");
+ * ```
+ */
+export class DuplicateCodeError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code = "ERR_DUPLICATE_CODE";
+
+  /** Creates the error; it carries no detail about the code. */
+  constructor() {
+    super(
+      DuplicateCodeError.code,
+      "an authorization code with the same hash is already stored; " +
+        "put() never overwrites an entry",
+    );
+  }
+}
+
+/**
+ * A record (the input of `put`, a `CodeEntry` or a `CodeRow`) failed
+ * validation. Nothing was written. {@linkcode InvalidRecordError.field}
+ * names the offending field; the message explains the rule, never the value.
+ *
+ * @example
+ * ```ts
+ * import { InvalidRecordError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error = new InvalidRecordError("data.codeChallengeMethod", 'must be "S256"');
+ * assertEquals(error.field, "data.codeChallengeMethod");
+ * assertEquals(error.message, 'invalid data.codeChallengeMethod: must be "S256"');
+ * ```
+ */
+export class InvalidRecordError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code = "ERR_INVALID_RECORD";
+
+  /** The path of the offending field, such as `"data.scope"`. */
+  readonly field: string;
+
+  /**
+   * Creates the error.
+   *
+   * @param field The path of the offending field.
+   * @param rule The rule it broke, without its value.
+   */
+  constructor(field: string, rule: string) {
+    super(InvalidRecordError.code, `invalid ${field}: ${rule}`);
+    this.field = field;
+  }
+}
+
+/**
+ * The store's repository function returned no postgres.js `Sql` instance at
+ * call time. The store fails closed: nothing is written and no entry is
+ * returned.
+ *
+ * @example
+ * ```ts
+ * import { MissingRepositoryError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error = new MissingRepositoryError("returned undefined");
+ * assertEquals(error.code, "ERR_MISSING_REPOSITORY");
+ * ```
+ */
+export class MissingRepositoryError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code = "ERR_MISSING_REPOSITORY";
+
+  /**
+   * Creates the error.
+   *
+   * @param reason What the repository function yielded instead.
+   */
+  constructor(reason: string) {
+    super(
+      MissingRepositoryError.code,
+      `no database: the code store's repository function ${reason}`,
+    );
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The authorization code value: its grammar and the hash the store keys it by.
+ *
+ * @module
+ */
+
+/**
+ * The longest code the store accepts. RFC 6749 leaves the size to the
+ * server (§4.1.2: "The authorization server SHOULD document the size of any
+ * value it issues"); real codes are 22 to 86 characters. `take` answers
+ * `null` for a longer string without a query, so `put` refuses one too.
+ */
+export const MAX_CODE_LENGTH = 512;
+
+// RFC 6749 Appendix A.11: code = 1*VSCHAR, VSCHAR = %x20-7E.
+const CODE_SYNTAX = /^[\x20-\x7E]+$/;
+
+/**
+ * Whether `code` is a string an authorization server could have issued:
+ * 1 to {@linkcode MAX_CODE_LENGTH} VSCHAR characters (RFC 6749 Appendix
+ * A.11). Anything else (empty, huge, NUL, non-ASCII, lone surrogates) can
+ * never be stored, so it can never be redeemed.
+ */
+export function isCodeSyntax(code: string): boolean {
+  return code.length <= MAX_CODE_LENGTH && CODE_SYNTAX.test(code);
+}
+
+/**
+ * Hashes an authorization code the way the store keys it: SHA-256 over the
+ * UTF-8 bytes of the code (Web Crypto), encoded as base64url without padding
+ * (RFC 4648 §5). The result is always 43 characters.
+ *
+ * Codes are high-entropy random strings, so a fast unsalted hash is the
+ * right tool: it lets a single indexed lookup find the entry, and a leaked
+ * table holds nothing that can be redeemed.
+ *
+ * @param code The plaintext code.
+ * @returns The base64url hash, 43 characters.
+ * @throws {TypeError} If `code` is not a string.
+ *
+ * @example
+ * ```ts
+ * import { hashCode } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * assertEquals(await hashCode("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+ * ```
+ */
+export async function hashCode(code: string): Promise<string> {
+  if (typeof code !== "string") {
+    throw new TypeError("the authorization code must be a string");
+  }
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(code),
+  );
+  return new Uint8Array(digest).toBase64({
+    alphabet: "base64url",
+    omitPadding: true,
+  });
+}

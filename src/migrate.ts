@@ -1,0 +1,104 @@
+/**
+ * The codes table: its DDL, and a migration that applies it idempotently.
+ *
+ * @module
+ */
+
+import type { Sql } from "postgres";
+import { parseTableName, type TableName } from "./table_name.ts";
+
+/** Options for {@linkcode migrate} and {@linkcode migrationSql}. */
+export interface MigrateOptions {
+  /**
+   * The table, optionally schema-qualified (`"auth.codes"`); the schema must
+   * exist. Defaults to `"authorization_codes"`.
+   */
+  readonly table?: string;
+}
+
+const BASE64URL_43 = "'^[A-Za-z0-9_-]{43}$'";
+
+/**
+ * The DDL of the codes table, for hosts that run their own migrations. It
+ * is idempotent (`IF NOT EXISTS`) and is exactly what {@linkcode migrate}
+ * runs. It holds no values, only the validated, quoted table name.
+ *
+ * @param options The table name.
+ * @returns The SQL text: `CREATE TABLE` and `CREATE INDEX` statements.
+ * @throws {TypeError} If `options.table` is not a valid identifier.
+ *
+ * @example
+ * ```ts
+ * import { migrationSql } from "@attesto/code-store";
+ * import { assertStringIncludes } from "@std/assert";
+ *
+ * const ddl = migrationSql({ table: "auth.codes" });
+ * assertStringIncludes(ddl, 'CREATE TABLE IF NOT EXISTS "auth"."codes"');
+ * ```
+ */
+export function migrationSql(options: MigrateOptions = {}): string {
+  return ddl(parseTableName(options.table));
+}
+
+function ddl(table: TableName): string {
+  const qualified = quote(table.qualified);
+  // An index lives in its table's schema; its name stays within 63 bytes.
+  const index = quote(`${table.name}_expires_at_idx`.slice(0, 63));
+  return `CREATE TABLE IF NOT EXISTS ${qualified} (
+  -- base64url SHA-256 of the code; "C" collation: byte order, no locale cost.
+  code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
+  client_id text NOT NULL CHECK (client_id <> ''),
+  subject text NOT NULL CHECK (subject <> ''),
+  redirect_uri text NOT NULL CHECK (redirect_uri <> ''),
+  scope text[] NOT NULL,
+  code_challenge text NOT NULL CHECK (code_challenge ~ ${BASE64URL_43}),
+  code_challenge_method text NOT NULL CHECK (code_challenge_method = 'S256'),
+  nonce text,
+  dpop_jkt text,
+  claims jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(claims) = 'object'),
+  resource text[] NOT NULL DEFAULT '{}',
+  expires_at timestamptz NOT NULL,
+  inserted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS ${index} ON ${qualified} (expires_at);
+`;
+}
+
+// Parts are validated as [a-z0-9_]+, so quoting needs no escaping.
+function quote(name: string): string {
+  return name.split(".").map((part) => `"${part}"`).join(".");
+}
+
+/**
+ * Creates the codes table and its expiry index if they do not exist. Safe
+ * to run at every start, from any number of processes at once: it runs in
+ * one transaction under an advisory lock.
+ *
+ * @param sql A postgres.js instance.
+ * @param options The table name.
+ * @returns When the table exists.
+ * @throws {TypeError} If `options.table` is not a valid identifier.
+ * @throws {Error} Database errors, as postgres.js raised them (for example
+ * when the schema of a qualified name does not exist).
+ *
+ * @example
+ * ```ts ignore
+ * import postgres from "postgres";
+ * import { migrate } from "@attesto/code-store";
+ *
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * await migrate(sql);
+ * ```
+ */
+export async function migrate(
+  sql: Sql,
+  options: MigrateOptions = {},
+): Promise<void> {
+  const text = migrationSql(options);
+  await sql.begin(async (tx) => {
+    // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
+    await tx`select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))`;
+    // DDL takes no parameters; the text holds only the validated name.
+    await tx.unsafe(text);
+  });
+}

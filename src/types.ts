@@ -1,0 +1,73 @@
+/**
+ * The records the store writes and returns.
+ *
+ * @module
+ */
+
+/** A JSON value, as stored in a `jsonb` column. */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | readonly JsonValue[]
+  | JsonObject;
+
+/** A JSON object. */
+export type JsonObject = { readonly [key: string]: JsonValue };
+
+/**
+ * What an authorization code was issued for: everything the token endpoint
+ * needs to re-check the redemption (RFC 6749 §4.1.3, RFC 7636 §4.6) and to
+ * mint the tokens.
+ *
+ * Unknown keys are rejected, never dropped. Optional fields are returned by
+ * `take` normalised: `nonce`/`dpopJkt` as `null`, `claims` as `{}` and
+ * `resource` as `[]`.
+ */
+export interface GrantData {
+  /** The client the code was issued to (RFC 6749 §2.2): a non-empty VSCHAR string. */
+  readonly clientId: string;
+  /** The resource owner (the end-user's identifier): a non-empty string. */
+  readonly subject: string;
+  /** The `redirect_uri` of the authorization request (RFC 6749 §4.1.3): an absolute URI without fragment. */
+  readonly redirectUri: string;
+  /** The granted scope tokens (RFC 6749 §3.3); may be empty. */
+  readonly scope: readonly string[];
+  /** The PKCE `code_challenge` (RFC 7636 §4.2): `BASE64URL(SHA256(code_verifier))`, 43 characters. */
+  readonly codeChallenge: string;
+  /** The PKCE method. Only `"S256"` is accepted; `"plain"` is never defaulted to (RFC 7636 §4.2, §7.2). */
+  readonly codeChallengeMethod: "S256";
+  /** The OpenID Connect `nonce` of the request, if any. */
+  readonly nonce?: string | null;
+  /** The DPoP key's JWK thumbprint (`dpop_jkt`, RFC 9449 §10), if the code is bound to a key. */
+  readonly dpopJkt?: string | null;
+  /** Extra claims for the tokens (a JSON object), if any. */
+  readonly claims?: JsonObject;
+  /** The RFC 8707 resource indicators (absolute URIs without fragment), if any. */
+  readonly resource?: readonly string[];
+}
+
+/** The input of `put`: a freshly issued code and what it grants. */
+export interface NewCode {
+  /**
+   * The plaintext authorization code, as handed to the client: 1 to 512
+   * VSCHAR characters (RFC 6749 Appendix A.11). Only its SHA-256 hash is
+   * stored.
+   */
+  readonly code: string;
+  /** What the code grants. */
+  readonly data: GrantData;
+  /** When the code expires, in integer seconds since the Unix epoch. */
+  readonly expiresAt: number;
+}
+
+/** A stored code, as `take` returns it. */
+export interface CodeEntry {
+  /** The base64url SHA-256 hash of the code (see `hashCode`). */
+  readonly codeHash: string;
+  /** What the code grants, with optional fields normalised. */
+  readonly data: GrantData;
+  /** When the code expires, in integer seconds since the Unix epoch. */
+  readonly expiresAt: number;
+}

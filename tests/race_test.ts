@@ -1,0 +1,125 @@
+import { assertEquals, assertGreater } from "@std/assert";
+import {
+  type CodeEntry,
+  type CodeStore,
+  createCodeStore,
+  hashCode,
+} from "../mod.ts";
+import {
+  connect,
+  end,
+  grant,
+  randomCode,
+  testDatabase,
+} from "./support/database.ts";
+import { raceProcesses } from "./support/race.ts";
+
+const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+
+/** Opens `n` independent pools with every connection already open. */
+async function nodes(n: number, max = 10) {
+  const pools = Array.from({ length: n }, () => connect({ max }));
+  await Promise.all(
+    pools.flatMap((sql) => Array.from({ length: max }, () => sql`select 1`)),
+  );
+  return Object.assign(pools, {
+    async [Symbol.asyncDispose]() {
+      await Promise.all(pools.map(end));
+    },
+  });
+}
+
+/** Fires `racers` concurrent takes of `code`, spread over the stores. */
+async function race(stores: CodeStore[], code: string, racers: number) {
+  const results = await Promise.all(
+    Array.from(
+      { length: racers },
+      (_, i) => stores[i % stores.length]!.take(code),
+    ),
+  );
+  return results.filter((entry): entry is CodeEntry => entry !== null);
+}
+
+Deno.test("of 200 concurrent `take()`s over 4 pools, exactly one gets the entry", async () => {
+  await using t = await testDatabase();
+  await using pools = await nodes(4);
+  const stores = pools.map((sql) => createCodeStore(sql, { table: t.table }));
+  const issued = Array.from({ length: 20 }, () => ({
+    code: randomCode(),
+    data: grant({ subject: crypto.randomUUID() }),
+    expiresAt: IN_A_MINUTE,
+  }));
+  for (const input of issued) await stores[0]!.put(input);
+
+  for (const { code, data } of issued) {
+    const winners = await race(stores, code, 200);
+    assertEquals(winners.length, 1, "exactly one winner, 199 nulls");
+    assertEquals(winners[0]!.data.subject, data.subject);
+  }
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(t.table)}
+  `;
+  assertEquals(n, 0);
+});
+
+Deno.test("the same race double-redeems with a check-then-delete store (control)", async () => {
+  // Shows the harness can fail: a SELECT followed by a DELETE, the pattern
+  // `take()` replaces, hands one code to several callers.
+  await using t = await testDatabase();
+  await using pools = await nodes(4);
+  const store = createCodeStore(t.sql, { table: t.table });
+  const naive = pools.map((sql): CodeStore => ({
+    put: store.put,
+    async take(code) {
+      const hash = await hashCode(code);
+      const [row] = await sql`
+        select * from ${sql(t.table)} where code_hash = ${hash}
+      `;
+      if (!row) return null;
+      await sql`delete from ${sql(t.table)} where code_hash = ${hash}`;
+      return row as unknown as CodeEntry;
+    },
+  }));
+  let winners = 0;
+  for (let i = 0; i < 10; i++) {
+    const code = randomCode();
+    await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+    winners += (await race(naive, code, 200)).length;
+  }
+  assertGreater(winners, 10, "check-then-delete let a code be redeemed twice");
+});
+
+Deno.test("of concurrent `take()`s in 3 OS processes, exactly one gets each entry", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  const issued = new Map<string, string>();
+  for (let i = 0; i < 50; i++) {
+    const code = randomCode();
+    const subject = crypto.randomUUID();
+    issued.set(code, subject);
+    await store.put({ code, data: grant({ subject }), expiresAt: IN_A_MINUTE });
+  }
+
+  const results = await raceProcesses({
+    table: t.table,
+    codes: [...issued.keys()],
+    processes: 3,
+    pools: 2,
+    racers: 4,
+  });
+
+  const winners = new Map<string, number>();
+  for (const result of results) {
+    assertEquals(result.errors, []);
+    for (const [code, entry] of Object.entries(result.won)) {
+      winners.set(code, (winners.get(code) ?? 0) + 1);
+      assertEquals((entry as CodeEntry).data.subject, issued.get(code));
+    }
+  }
+  assertEquals(winners.size, issued.size, "every code redeemed");
+  for (const count of winners.values()) assertEquals(count, 1);
+  const nulls = results.reduce((sum, r) => sum + r.nulls, 0);
+  assertEquals(nulls, issued.size * (3 * 4 - 1));
+  // Every process took part in the race: each won some and lost some.
+  for (const result of results) assertGreater(result.nulls, 0);
+});

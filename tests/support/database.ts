@@ -1,0 +1,104 @@
+/**
+ * The test database: connections to `DATABASE_URL` and isolated tables.
+ *
+ * @module
+ */
+
+import postgres from "postgres";
+import { migrate } from "../../mod.ts";
+
+type Sql = postgres.Sql;
+
+/** Options of a postgres.js pool. */
+export type PoolOptions = postgres.Options<
+  Record<string, postgres.PostgresType>
+>;
+
+/** The server under test; `deno task test` sets it. */
+export function databaseUrl(): string {
+  const url = Deno.env.get("DATABASE_URL");
+  if (!url) {
+    throw new Error(
+      "DATABASE_URL is not set: run `deno task test`, which starts an " +
+        "embedded PostgreSQL, or point DATABASE_URL at a server",
+    );
+  }
+  return url;
+}
+
+/**
+ * A postgres.js pool on the test database. `onnotice` is silenced (the
+ * `IF NOT EXISTS` notices of repeated migrations).
+ */
+export function connect(options: PoolOptions = {}): Sql {
+  return postgres(databaseUrl(), { onnotice: () => {}, ...options });
+}
+
+/** Ends a pool without waiting forever on a dead connection. */
+export function end(sql: Sql): Promise<void> {
+  return sql.end({ timeout: 5 });
+}
+
+/** A pool and a migrated table in a schema of its own. */
+export interface TestDatabase extends AsyncDisposable {
+  /** A pool on the test database. */
+  readonly sql: Sql;
+  /** The schema-qualified table name, for the `table` option. */
+  readonly table: string;
+  /** The schema, dropped on dispose. */
+  readonly schema: string;
+}
+
+/**
+ * Opens a pool and creates a fresh schema with a migrated codes table in it;
+ * disposing drops the schema and ends the pool.
+ */
+export async function testDatabase(
+  options: PoolOptions = {},
+): Promise<TestDatabase> {
+  const sql = connect(options);
+  const schema = `test_${crypto.randomUUID().replaceAll("-", "")}`;
+  const table = `${schema}.codes`;
+  try {
+    await sql`create schema ${sql(schema)}`;
+    await migrate(sql, { table });
+  } catch (error) {
+    await end(sql);
+    throw error;
+  }
+  return {
+    sql,
+    table,
+    schema,
+    async [Symbol.asyncDispose]() {
+      try {
+        await sql`drop schema ${sql(schema)} cascade`;
+      } finally {
+        await end(sql);
+      }
+    },
+  };
+}
+
+/** A random code of 256 bits, as a server would issue. */
+export function randomCode(): string {
+  return crypto.getRandomValues(new Uint8Array(32)).toBase64({
+    alphabet: "base64url",
+    omitPadding: true,
+  });
+}
+
+/** A valid grant, with overrides. */
+export function grant(
+  overrides: Record<string, unknown> = {},
+): import("../../mod.ts").GrantData {
+  return {
+    clientId: "s6BhdRkqt3",
+    subject: "user-42",
+    redirectUri: "https://client.example.org/cb",
+    scope: ["openid", "profile"],
+    codeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    codeChallengeMethod: "S256",
+    ...overrides,
+  } as import("../../mod.ts").GrantData;
+}
