@@ -12,7 +12,7 @@ import {
   randomCode,
   testDatabase,
 } from "./support/database.ts";
-import { raceProcesses } from "./support/race.ts";
+import { runLoad } from "./support/load.ts";
 
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
@@ -91,35 +91,18 @@ Deno.test("the same race double-redeems with a check-then-delete store (control)
 
 Deno.test("of concurrent `take()`s in 3 OS processes, exactly one gets each entry", async () => {
   await using t = await testDatabase();
-  const store = createCodeStore(t.sql, { table: t.table });
-  const issued = new Map<string, string>();
-  for (let i = 0; i < 50; i++) {
-    const code = randomCode();
-    const subject = crypto.randomUUID();
-    issued.set(code, subject);
-    await store.put({ code, data: grant({ subject }), expiresAt: IN_A_MINUTE });
-  }
-
-  const results = await raceProcesses({
+  const report = await runLoad({
     table: t.table,
-    codes: [...issued.keys()],
+    codes: 50,
     processes: 3,
-    pools: 2,
-    racers: 4,
+    poolsPerProcess: 2,
+    racersPerProcess: 4,
   });
-
-  const winners = new Map<string, number>();
-  for (const result of results) {
-    assertEquals(result.errors, []);
-    for (const [code, entry] of Object.entries(result.won)) {
-      winners.set(code, (winners.get(code) ?? 0) + 1);
-      assertEquals((entry as CodeEntry).data.subject, issued.get(code));
-    }
-  }
-  assertEquals(winners.size, issued.size, "every code redeemed");
-  for (const count of winners.values()) assertEquals(count, 1);
-  const nulls = results.reduce((sum, r) => sum + r.nulls, 0);
-  assertEquals(nulls, issued.size * (3 * 4 - 1));
-  // Every process took part in the race: each won some and lost some.
-  for (const result of results) assertGreater(result.nulls, 0);
+  assertEquals(report.stored, 50);
+  assertEquals(report.errors, {});
+  assertEquals(report.winners, 50, "every code redeemed exactly once");
+  assertEquals(report.doubleRedemptions, 0);
+  assertEquals(report.mismatches, 0, "each winner got the grant stored");
+  assertEquals(report.nulls, 50 * (3 * 4 - 1));
+  assertEquals(report.rowsLeft, 0);
 });
