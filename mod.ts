@@ -49,6 +49,7 @@ export {
   type CodeStore,
   type CodeStoreOptions,
   createCodeStore,
+  DEFAULT_TIMEOUT,
   type Repository,
 } from "./src/store.ts";
 export { type CodeRow, fromRecord, toRecord } from "./src/schema.ts";
@@ -59,6 +60,7 @@ export {
   DuplicateCodeError,
   InvalidRecordError,
   MissingRepositoryError,
+  OperationTimeoutError,
 } from "./src/errors.ts";
 export type {
   CodeEntry,

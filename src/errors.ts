@@ -136,3 +136,42 @@ export class MissingRepositoryError extends CodeStoreError {
     );
   }
 }
+
+/**
+ * The database did not answer within the store's `timeout`. The query was
+ * cancelled; if it had already reached the server it may or may not have
+ * taken effect (a `take` may have spent the code, a `put` may have stored
+ * it), but no entry is ever returned to two callers.
+ *
+ * @example
+ * ```ts
+ * import { OperationTimeoutError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error = new OperationTimeoutError("take", 5000);
+ * assertEquals(error.code, "ERR_OPERATION_TIMEOUT");
+ * assertEquals(error.timeout, 5000);
+ * ```
+ */
+export class OperationTimeoutError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code = "ERR_OPERATION_TIMEOUT";
+
+  /** The timeout that elapsed, in milliseconds. */
+  readonly timeout: number;
+
+  /**
+   * Creates the error.
+   *
+   * @param operation The store operation, such as `"take"`.
+   * @param timeout The timeout that elapsed, in milliseconds.
+   */
+  constructor(operation: string, timeout: number) {
+    super(
+      OperationTimeoutError.code,
+      `${operation}() got no answer from the database within ${timeout} ms; ` +
+        "the query was cancelled and may or may not have taken effect",
+    );
+    this.timeout = timeout;
+  }
+}

@@ -5,7 +5,11 @@
  */
 
 import type { Sql } from "postgres";
-import { DuplicateCodeError, MissingRepositoryError } from "./errors.ts";
+import {
+  DuplicateCodeError,
+  MissingRepositoryError,
+  OperationTimeoutError,
+} from "./errors.ts";
 import { hashCode, isCodeSyntax } from "./hash_code.ts";
 import {
   CODE_COLUMNS,
@@ -33,7 +37,19 @@ export interface CodeStoreOptions {
    * with `migrate` (same option).
    */
   readonly table?: string;
+  /**
+   * How long an operation may wait for the database, in milliseconds,
+   * before it is cancelled and rejects with {@linkcode OperationTimeoutError}
+   * (default 10 000; `Infinity` waits forever). A safety net: postgres.js
+   * queues queries while it cannot connect, retrying with a backoff of up
+   * to 20 seconds per attempt, so during an outage a call could otherwise
+   * wait for minutes.
+   */
+  readonly timeout?: number;
 }
+
+/** The default of {@linkcode CodeStoreOptions.timeout}. */
+export const DEFAULT_TIMEOUT = 10_000;
 
 /**
  * A store of single-use authorization codes (RFC 6749 §4.1.2: "The client
@@ -55,6 +71,7 @@ export interface CodeStore {
    * stored entry is left untouched.
    * @throws {MissingRepositoryError} If the repository function yields no
    * database; nothing is written.
+   * @throws {OperationTimeoutError} If the database did not answer in time.
    * @throws {Error} Other database errors, as postgres.js raised them.
    */
   put(input: NewCode): Promise<void>;
@@ -78,6 +95,8 @@ export interface CodeStore {
    * database.
    * @throws {InvalidRecordError} If the stored row breaks the schema (it was
    * written by other means); the code is spent.
+   * @throws {OperationTimeoutError} If the database did not answer in time;
+   * the code may or may not be spent, and is never returned to anyone else.
    * @throws {Error} Database errors, as postgres.js raised them; the code may
    * or may not be spent, and is never returned to anyone else.
    */
@@ -94,10 +113,11 @@ export interface CodeStore {
  *
  * @param repo A postgres.js `Sql` instance, or a function returning one
  * (called on every operation).
- * @param options The table name.
+ * @param options The table name and the operation timeout.
  * @returns The store: `put` and `take` closures.
- * @throws {TypeError} If `repo` is missing or not a function, or
- * `options.table` is not a valid identifier.
+ * @throws {TypeError} If `repo` is missing or not a function,
+ * `options.table` is not a valid identifier, or `options.timeout` is not a
+ * positive number.
  *
  * @example
  * ```ts ignore
@@ -144,6 +164,16 @@ export function createCodeStore(
     );
   }
   const table = parseTableName(options.table).qualified;
+  const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+  if (
+    typeof timeout !== "number" || !(timeout > 0) ||
+    (timeout > MAX_TIMER && timeout !== Infinity)
+  ) {
+    throw new TypeError(
+      `options.timeout must be a number of milliseconds from 1 to ${MAX_TIMER}, or Infinity`,
+    );
+  }
+
   const database: () => Sql = isSql(repo) ? () => repo : () => {
     const sql = repo();
     if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
@@ -156,11 +186,15 @@ export function createCodeStore(
       const sql = database();
       const row = rowOf({ codeHash: await hashCode(code), data, expiresAt });
       try {
-        await sql`
-          insert into ${sql(table)} (${sql(CODE_COLUMNS)})
-          select ${sql(CODE_COLUMNS)}
-          from jsonb_populate_record(null::${sql(table)}, ${sql.json(row)})
-        `;
+        await deadline(
+          "put",
+          sql`
+            insert into ${sql(table)} (${sql(CODE_COLUMNS)})
+            select ${sql(CODE_COLUMNS)}
+            from jsonb_populate_record(null::${sql(table)}, ${sql.json(row)})
+          `,
+          timeout,
+        );
       } catch (error) {
         // 23505 unique_violation: the primary key is the only unique
         // constraint. The server's detail names the key: drop it.
@@ -177,16 +211,47 @@ export function createCodeStore(
       }
       const sql = database();
       if (!isCodeSyntax(code)) return null;
-      const [spent] = await sql`
-        delete from ${sql(table)} as spent
-        where spent.code_hash = ${await hashCode(code)}
-        returning
-          row_to_json(spent)::text,
-          extract(epoch from spent.expires_at)::float8
-      `.values();
+      const [spent] = await deadline(
+        "take",
+        sql`
+          delete from ${sql(table)} as spent
+          where spent.code_hash = ${await hashCode(code)}
+          returning
+            row_to_json(spent)::text,
+            extract(epoch from spent.expires_at)::float8
+        `.values(),
+        timeout,
+      );
       return spent ? toRecord(rowFromJson(spent[0], spent[1])) : null;
     },
   };
+}
+
+// setTimeout's largest delay (2^31 - 1 ms, about 24.8 days).
+const MAX_TIMER = 2_147_483_647;
+
+/**
+ * Settles with `query`, or cancels it and rejects with
+ * {@linkcode OperationTimeoutError} once `timeout` ms have passed. A query
+ * still queued in postgres.js is removed and never runs; one already sent
+ * gets a cancel request.
+ */
+function deadline<T>(
+  operation: string,
+  query: Promise<T> & { cancel?: () => unknown },
+  timeout: number,
+): Promise<T> {
+  if (timeout === Infinity) return query;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      // cancel() of a sent query opens a connection to send the request;
+      // during an outage that fails, which is fine.
+      Promise.resolve(query.cancel?.()).catch(() => {});
+      reject(new OperationTimeoutError(operation, timeout));
+    }, timeout);
+  });
+  return Promise.race([query, expired]).finally(() => clearTimeout(timer));
 }
 
 /**
