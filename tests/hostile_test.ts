@@ -1,0 +1,161 @@
+/**
+ * Hostile and malformed input, named one by one: what an attacker at the
+ * token endpoint or a buggy caller of `put` might send.
+ */
+
+import {
+  assertEquals,
+  assertInstanceOf,
+  assertLess,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
+import { createCodeStore, InvalidRecordError } from "../mod.ts";
+import { grant, randomCode, testDatabase } from "./support/database.ts";
+
+const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+
+Deno.test("`take()` answers null to empty, huge, NUL, lone-surrogate, non-NFC and SQL-looking strings", async () => {
+  let queries = 0;
+  await using t = await testDatabase({ debug: () => queries++ });
+  const store = createCodeStore(t.sql, { table: t.table });
+  const issued = randomCode();
+  await store.put({ code: issued, data: grant(), expiresAt: IN_A_MINUTE });
+
+  queries = 0;
+  const impossible = [
+    "",
+    "a".repeat(1 << 20),
+    "\0",
+    `${issued}\0`,
+    "\uD800",
+    `${issued.slice(0, -1)}\uDFFF`,
+    "e\u0301", // non-NFC (decomposed é)
+    "\u00e9",
+    issued.normalize("NFD") + "\u0301",
+    `${issued}\n`,
+    "\t",
+  ];
+  for (const code of impossible) {
+    assertStrictEquals(await store.take(code), null);
+  }
+  assertEquals(queries, 0, "impossible codes never reach the database");
+
+  const sqlLooking = [
+    "' OR '1'='1",
+    "'; DROP TABLE codes; --",
+    `${issued}' OR 'x'='x`,
+    "%",
+    "_",
+    "*",
+    "$1",
+    "\\",
+    '"',
+    "' UNION SELECT * FROM pg_authid --",
+  ];
+  for (const code of sqlLooking) {
+    assertStrictEquals(await store.take(code), null);
+  }
+  assertEquals(queries, sqlLooking.length, "one parameterised query each");
+  // The issued code survived all of it, and is still redeemable once.
+  assertEquals((await store.take(issued))?.data.subject, "user-42");
+  assertStrictEquals(await store.take(issued), null);
+});
+
+Deno.test("`put()` refuses __proto__, constructor, cyclic and non-JSON values without polluting anything", async () => {
+  let queries = 0;
+  await using t = await testDatabase({ debug: () => queries++ });
+  const store = createCodeStore(t.sql, { table: t.table });
+  queries = 0;
+  const cyclic: Record<string, unknown> = { a: 1 };
+  cyclic.self = cyclic;
+  const cyclicArray: unknown[] = [];
+  cyclicArray.push(cyclicArray);
+  const polluted = JSON.parse(
+    '{"clientId":"c","subject":"s","redirectUri":"https://c.example/",' +
+      '"scope":[],"codeChallenge":"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",' +
+      '"codeChallengeMethod":"S256","__proto__":{"isAdmin":true}}',
+  );
+  const cases: [string, unknown, unknown?][] = [
+    ["data.__proto__", polluted],
+    ["data.constructor", { ...grant(), constructor: { prototype: {} } }],
+    ["data.claims", grant({ claims: JSON.parse('{"__proto__":{"x":1}}') })],
+    [
+      "data.claims",
+      grant({ claims: { constructor: { prototype: { x: 1 } } } }),
+    ],
+    ["data.claims", grant({ claims: { a: [{ prototype: 1 }] } })],
+    ["data.claims", grant({ claims: cyclic })],
+    ["data.claims", grant({ claims: { list: cyclicArray } })],
+    ["data.claims", grant({ claims: { f: () => "pwned" } })],
+    ["data.claims", grant({ claims: { big: 10n } })],
+    ["data.claims", grant({ claims: { u: undefined } })],
+    ["data.claims", grant({ claims: { n: NaN } })],
+    ["data.claims", grant({ claims: { d: new Date() } })],
+    ["data.claims", grant({ claims: { s: Symbol("x") } })],
+    [
+      "data.scope",
+      grant({ scope: Array.from({ length: 1_000_000 }, () => "a") }),
+    ],
+    ["data.resource", grant({ resource: new Array(100_000) })],
+    ["data.subject", grant({ subject: "s".repeat(10 * 1024 * 1024) })],
+    ["data.claims", grant({ claims: { blob: "x".repeat(5000) } })],
+    [
+      "data.claims",
+      grant({ claims: { wide: Array.from({ length: 20_000 }, (_, i) => i) } }),
+    ],
+    [
+      "data.claims",
+      grant({ claims: JSON.parse("[".repeat(100) + "]".repeat(100)) }),
+    ],
+    ["code", grant(), "x".repeat(1 << 20)],
+  ];
+  for (const [field, data, code = randomCode()] of cases) {
+    const started = performance.now();
+    const error = await assertRejects(
+      // deno-lint-ignore no-explicit-any
+      () => store.put({ code, data, expiresAt: IN_A_MINUTE } as any),
+      InvalidRecordError,
+    );
+    assertEquals(error.field, field, error.message);
+    assertLess(performance.now() - started, 1000, `${field} rejected fast`);
+  }
+  assertEquals(queries, 0, "every rejection came before any query");
+  const probe: Record<string, unknown> = {};
+  assertEquals(probe.isAdmin, undefined);
+  assertEquals(probe.x, undefined);
+  assertEquals(Object.getPrototypeOf(probe), Object.prototype);
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(t.table)}
+  `;
+  assertEquals(n, 0);
+});
+
+Deno.test("`put()` with a getter that changes its answer stores what was validated", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  let reads = 0;
+  const data = {
+    ...grant(),
+    get subject() {
+      return reads++ === 0 ? "first-read" : "second-read";
+    },
+  };
+  const code = randomCode();
+  await store.put({ code, data, expiresAt: IN_A_MINUTE });
+  assertEquals(reads, 1, "each field is read once");
+  const entry = await store.take(code);
+  assertEquals(entry?.data.subject, "first-read");
+});
+
+Deno.test("a rejected `put()` leaves no trace a later valid one could collide with", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  const code = randomCode();
+  const error = await assertRejects(() =>
+    store.put({ code, data: grant({ scope: "openid" }), expiresAt: 1 })
+  );
+  assertInstanceOf(error, InvalidRecordError);
+  await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+  assertEquals((await store.take(code))?.data.scope, ["openid", "profile"]);
+});
