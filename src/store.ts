@@ -164,7 +164,7 @@ export function createCodeStore(
     );
   }
   const table = parseTableName(options.table).qualified;
-  const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+  const { timeout = DEFAULT_TIMEOUT } = options;
   if (
     typeof timeout !== "number" || !(timeout > 0) ||
     (timeout > MAX_TIMER && timeout !== Infinity)

@@ -57,6 +57,9 @@ Deno.test("`take()` answers null to empty, huge, NUL, lone-surrogate, non-NFC an
     assertStrictEquals(await store.take(code), null);
   }
   assertEquals(queries, sqlLooking.length, "one parameterised query each");
+  console.log(
+    `hostile takes: ${impossible.length + sqlLooking.length} named cases`,
+  );
   // The issued code survived all of it, and is still redeemable once.
   assertEquals((await store.take(issued))?.data.subject, "user-42");
   assertStrictEquals(await store.take(issued), null);
@@ -121,6 +124,7 @@ Deno.test("`put()` refuses __proto__, constructor, cyclic and non-JSON values wi
     assertLess(performance.now() - started, 1000, `${field} rejected fast`);
   }
   assertEquals(queries, 0, "every rejection came before any query");
+  console.log(`hostile puts: ${cases.length} named cases rejected`);
   const probe: Record<string, unknown> = {};
   assertEquals(probe.isAdmin, undefined);
   assertEquals(probe.x, undefined);

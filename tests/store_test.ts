@@ -281,6 +281,7 @@ Deno.test("`put()` rejects every invalid record with InvalidRecordError and inse
     assertNoSecret(error, [code]);
   }
   assertEquals(await count(t), 0, "nothing may be inserted");
+  console.log(`invalid records: ${cases.length} named cases rejected`);
   // The valid record itself is accepted: the cases failed for their own fault.
   await store.put({ code, data: valid, expiresAt: 1 });
   assertEquals(await count(t), 1);
@@ -396,3 +397,23 @@ function assertNoSecret(error: Error, secrets: string[]) {
     for (const text of texts) assertFalse(text.includes(secret));
   }
 }
+
+Deno.test("`createCodeStore()` refuses a timeout that is not a positive number of milliseconds", async () => {
+  await using t = await testDatabase();
+  for (const timeout of [0, -1, NaN, "1000", null, 2 ** 31, -Infinity]) {
+    try {
+      // deno-lint-ignore no-explicit-any
+      createCodeStore(t.sql, { table: t.table, timeout } as any);
+      throw new Error(`accepted ${String(timeout)}`);
+    } catch (error) {
+      assertInstanceOf(error, TypeError);
+    }
+  }
+  createCodeStore(t.sql, { table: t.table, timeout: 1 });
+  for (const timeout of [5000, 2 ** 31 - 1, Infinity]) {
+    const store = createCodeStore(t.sql, { table: t.table, timeout });
+    const code = randomCode();
+    await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+    assert(await store.take(code));
+  }
+});
