@@ -5,19 +5,11 @@
  */
 
 import type { Sql } from "postgres";
-import {
-  DuplicateCodeError,
-  MissingRepositoryError,
-  OperationTimeoutError,
-} from "./errors.ts";
+import { coalescer } from "./coalesce.ts";
+import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, isCodeSyntax } from "./hash_code.ts";
-import {
-  CODE_COLUMNS,
-  type CodeRow,
-  rowOf,
-  toRecord,
-  validateNewCode,
-} from "./schema.ts";
+import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
+import { deleteMany, deleteOne, insertMany, insertOne } from "./statements.ts";
 import { parseTableName } from "./table_name.ts";
 import type { CodeEntry, NewCode } from "./types.ts";
 
@@ -46,10 +38,28 @@ export interface CodeStoreOptions {
    * wait for minutes.
    */
   readonly timeout?: number;
+  /**
+   * Coalescing (default on): concurrent calls share one statement. `take`s
+   * that arrive together become one `DELETE ... WHERE code_hash = ANY(...)
+   * RETURNING`, each caller getting its own row or `null`; `put`s become one
+   * multi-row `INSERT ... ON CONFLICT (code_hash) DO NOTHING RETURNING`,
+   * where a hash that was not inserted is a `DuplicateCodeError` for that
+   * caller only (an entry is never overwritten). A lone call is sent at
+   * once; calls made in the same tick, or while `concurrency` statements
+   * (default: the pool's `max`) are in flight, go out together, at most
+   * `maxBatch` (default 64) per statement. A failed statement fails every
+   * call in it. `false` sends one statement per call.
+   */
+  readonly coalesce?:
+    | boolean
+    | { readonly maxBatch?: number; readonly concurrency?: number };
 }
 
 /** The default of {@linkcode CodeStoreOptions.timeout}. */
 export const DEFAULT_TIMEOUT = 10_000;
+
+/** The default largest batch when coalescing. */
+export const DEFAULT_MAX_BATCH = 64;
 
 /**
  * A store of single-use authorization codes (RFC 6749 §4.1.2: "The client
@@ -179,30 +189,27 @@ export function createCodeStore(
     if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
     return sql;
   };
+  const coalesce = parseCoalesce(options.coalesce);
+  // One set of statements per pool (a repository function may return
+  // several), each with its own coalescing queues.
+  const perPool = new WeakMap<Sql, Statements>();
+  const statements = (sql: Sql): Statements => {
+    let found = perPool.get(sql);
+    if (!found) {
+      found = coalesce
+        ? coalesced(sql, table, timeout, coalesce)
+        : direct(sql, table, timeout);
+      perPool.set(sql, found);
+    }
+    return found;
+  };
 
   return {
     async put(input: NewCode): Promise<void> {
       const { code, data, expiresAt } = validateNewCode(input);
       const sql = database();
       const row = rowOf({ codeHash: await hashCode(code), data, expiresAt });
-      try {
-        await deadline(
-          "put",
-          sql`
-            insert into ${sql(table)} (${sql(CODE_COLUMNS)})
-            select ${sql(CODE_COLUMNS)}
-            from jsonb_populate_record(null::${sql(table)}, ${sql.json(row)})
-          `,
-          timeout,
-        );
-      } catch (error) {
-        // 23505 unique_violation: the primary key is the only unique
-        // constraint. The server's detail names the key: drop it.
-        if ((error as { code?: unknown })?.code === "23505") {
-          throw new DuplicateCodeError();
-        }
-        throw error;
-      }
+      return statements(sql).put(row);
     },
 
     async take(code: string): Promise<CodeEntry | null> {
@@ -211,60 +218,81 @@ export function createCodeStore(
       }
       const sql = database();
       if (!isCodeSyntax(code)) return null;
-      const [spent] = await deadline(
-        "take",
-        sql`
-          delete from ${sql(table)} as spent
-          where spent.code_hash = ${await hashCode(code)}
-          returning
-            row_to_json(spent)::text,
-            extract(epoch from spent.expires_at)::float8
-        `.values(),
-        timeout,
-      );
-      return spent ? toRecord(rowFromJson(spent[0], spent[1])) : null;
+      return statements(sql).take(await hashCode(code));
     },
   };
+}
+
+/** How the store runs `put` and `take` on one pool. */
+interface Statements {
+  readonly put: (row: CodeRow) => Promise<void>;
+  readonly take: (hash: string) => Promise<CodeEntry | null>;
+}
+
+/** One statement per call. */
+function direct(sql: Sql, table: string, timeout: number): Statements {
+  return {
+    put: (row) => insertOne(sql, table, row, timeout),
+    take: (hash) => deleteOne(sql, table, hash, timeout),
+  };
+}
+
+/** Concurrent calls share statements. */
+function coalesced(
+  sql: Sql,
+  table: string,
+  timeout: number,
+  { maxBatch, concurrency = sql.options?.max ?? 10 }: CoalesceSettings,
+): Statements {
+  const limits = (operation: string) => ({
+    maxBatch,
+    concurrency,
+    timeout,
+    expired: () => new OperationTimeoutError(operation, timeout),
+  });
+  return {
+    put: coalescer(
+      (rows, left) => insertMany(sql, table, rows, left),
+      limits("put"),
+    ),
+    take: coalescer(
+      (hashes, left) => deleteMany(sql, table, hashes, left),
+      limits("take"),
+    ),
+  };
+}
+
+interface CoalesceSettings {
+  readonly maxBatch: number;
+  readonly concurrency: number | undefined;
 }
 
 // setTimeout's largest delay (2^31 - 1 ms, about 24.8 days).
 const MAX_TIMER = 2_147_483_647;
 
-/**
- * Settles with `query`, or cancels it and rejects with
- * {@linkcode OperationTimeoutError} once `timeout` ms have passed. A query
- * still queued in postgres.js is removed and never runs; one already sent
- * gets a cancel request.
- */
-function deadline<T>(
-  operation: string,
-  query: Promise<T> & { cancel?: () => unknown },
-  timeout: number,
-): Promise<T> {
-  if (timeout === Infinity) return query;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      // cancel() of a sent query opens a connection to send the request;
-      // during an outage that fails, which is fine.
-      Promise.resolve(query.cancel?.()).catch(() => {});
-      reject(new OperationTimeoutError(operation, timeout));
-    }, timeout);
-  });
-  return Promise.race([query, expired]).finally(() => clearTimeout(timer));
-}
-
-/**
- * The row, from `row_to_json` text (parsed here, so no `transform` of the
- * caller's postgres.js instance rewrites claim names) and the expiry in
- * epoch seconds (time zone independent).
- */
-function rowFromJson(json: string, expiresAt: number): CodeRow {
-  const columns = JSON.parse(json);
-  const row = Object.fromEntries(
-    CODE_COLUMNS.map((column) => [column, columns[column]]),
-  );
-  return { ...row, expires_at: new Date(expiresAt * 1000) } as CodeRow;
+function parseCoalesce(
+  option: CodeStoreOptions["coalesce"],
+): CoalesceSettings | undefined {
+  if (option === false) return undefined;
+  if (option === true || option === undefined) {
+    return { maxBatch: DEFAULT_MAX_BATCH, concurrency: undefined };
+  }
+  const valid = (n: unknown) =>
+    n === undefined ||
+    (typeof n === "number" && Number.isInteger(n) && n > 0 && n <= 10_000);
+  if (
+    typeof option !== "object" || option === null ||
+    !valid(option.maxBatch) || !valid(option.concurrency)
+  ) {
+    throw new TypeError(
+      "options.coalesce must be true, false, or { maxBatch?, concurrency? } " +
+        "with integers from 1 to 10000",
+    );
+  }
+  return {
+    maxBatch: option.maxBatch ?? DEFAULT_MAX_BATCH,
+    concurrency: option.concurrency,
+  };
 }
 
 /** A postgres.js `Sql` instance is a function with these methods. */

@@ -40,27 +40,31 @@ async function race(stores: CodeStore[], code: string, racers: number) {
   return results.filter((entry): entry is CodeEntry => entry !== null);
 }
 
-Deno.test("of 200 concurrent `take()`s over 4 pools, exactly one gets the entry", async () => {
-  await using t = await testDatabase();
-  await using pools = await nodes(4);
-  const stores = pools.map((sql) => createCodeStore(sql, { table: t.table }));
-  const issued = Array.from({ length: 20 }, () => ({
-    code: randomCode(),
-    data: grant({ subject: crypto.randomUUID() }),
-    expiresAt: IN_A_MINUTE,
-  }));
-  for (const input of issued) await stores[0]!.put(input);
+for (const coalesce of [true, false]) {
+  Deno.test(`of 200 concurrent \`take()\`s over 4 pools, exactly one gets the entry (coalesce: ${coalesce})`, async () => {
+    await using t = await testDatabase();
+    await using pools = await nodes(4);
+    const stores = pools.map((sql) =>
+      createCodeStore(sql, { table: t.table, coalesce })
+    );
+    const issued = Array.from({ length: 20 }, () => ({
+      code: randomCode(),
+      data: grant({ subject: crypto.randomUUID() }),
+      expiresAt: IN_A_MINUTE,
+    }));
+    for (const input of issued) await stores[0]!.put(input);
 
-  for (const { code, data } of issued) {
-    const winners = await race(stores, code, 200);
-    assertEquals(winners.length, 1, "exactly one winner, 199 nulls");
-    assertEquals(winners[0]!.data.subject, data.subject);
-  }
-  const [{ n }] = await t.sql<[{ n: number }]>`
+    for (const { code, data } of issued) {
+      const winners = await race(stores, code, 200);
+      assertEquals(winners.length, 1, "exactly one winner, 199 nulls");
+      assertEquals(winners[0]!.data.subject, data.subject);
+    }
+    const [{ n }] = await t.sql<[{ n: number }]>`
     select count(*)::int as n from ${t.sql(t.table)}
   `;
-  assertEquals(n, 0);
-});
+    assertEquals(n, 0);
+  });
+}
 
 Deno.test("the same race double-redeems with a check-then-delete store (control)", async () => {
   // Shows the harness can fail: a SELECT followed by a DELETE, the pattern

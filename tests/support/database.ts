@@ -80,6 +80,35 @@ export async function testDatabase(
   };
 }
 
+/**
+ * Counts the INSERT and DELETE statements run on the table, server-side (a
+ * statement-level trigger), whatever the client did to send them.
+ */
+export async function statementCounter(
+  t: TestDatabase,
+): Promise<() => Promise<number>> {
+  const { sql, schema, table } = t;
+  const counter = `${schema}.statements`;
+  await sql`create sequence ${sql(counter)} minvalue 0 start 0`;
+  await sql`
+    create function ${sql(`${schema}.count_statement`)}() returns trigger
+    language plpgsql as ${
+    sql.unsafe(`$$ begin perform nextval('${counter}'); return null; end $$`)
+  }
+  `;
+  await sql`
+    create trigger count_statements after insert or delete on ${sql(table)}
+    for each statement execute function ${sql(`${schema}.count_statement`)}()
+  `;
+  return async () => {
+    const [{ n }] = await sql<[{ n: number }]>`
+      select (case when is_called then last_value + 1 else 0 end)::int as n
+      from ${sql(counter)}
+    `;
+    return n;
+  };
+}
+
 /** A random code of 256 bits, as a server would issue. */
 export function randomCode(): string {
   return crypto.getRandomValues(new Uint8Array(32)).toBase64({

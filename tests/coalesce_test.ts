@@ -1,0 +1,250 @@
+/**
+ * Coalescing: concurrent calls share statements, each caller still gets
+ * exactly its own outcome.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertGreaterOrEqual,
+  assertInstanceOf,
+  assertLessOrEqual,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
+import { createCodeStore, DuplicateCodeError } from "../mod.ts";
+import { coalescer } from "../src/coalesce.ts";
+import {
+  grant,
+  randomCode,
+  statementCounter,
+  testDatabase,
+} from "./support/database.ts";
+
+const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+
+Deno.test("a lone call is sent at once, not after a timer; calls of one tick share a batch", async () => {
+  const batches: number[][] = [];
+  const run = coalescer<number, number>(
+    (inputs) => {
+      batches.push([...inputs]);
+      return Promise.resolve(inputs.map((value) => ({ value: value * 2 })));
+    },
+    {
+      maxBatch: 3,
+      concurrency: 1,
+      timeout: 1000,
+      expired: () => new Error("expired"),
+    },
+  );
+  const lone = run(1);
+  await Promise.resolve(); // one microtask turn, no timer
+  assertEquals(batches, [[1]]);
+  assertEquals(await lone, 2);
+
+  batches.length = 0;
+  const results = await Promise.all([2, 3, 4, 5, 6, 7, 8].map(run));
+  assertEquals(results, [4, 6, 8, 10, 12, 14, 16]);
+  // One in flight at a time, at most 3 per batch, in arrival order.
+  assertEquals(batches, [[2, 3, 4], [5, 6, 7], [8]]);
+});
+
+Deno.test("a failed batch rejects every call in it; a call's own error stays its own", async () => {
+  let fail = true;
+  const run = coalescer<number, number>(
+    (inputs) =>
+      fail ? Promise.reject(new Error("boom")) : Promise.resolve(
+        inputs.map((value) =>
+          value < 0 ? { error: new RangeError("negative") } : { value }
+        ),
+      ),
+    {
+      maxBatch: 10,
+      concurrency: 2,
+      timeout: 1000,
+      expired: () => new Error("expired"),
+    },
+  );
+  const failed = await Promise.allSettled([1, 2, 3].map(run));
+  assert(
+    failed.every((r) => r.status === "rejected" && r.reason.message === "boom"),
+  );
+  fail = false;
+  const mixed = await Promise.allSettled([1, -1, 2].map(run));
+  assertEquals(mixed[0], { status: "fulfilled", value: 1 });
+  assertInstanceOf((mixed[1] as PromiseRejectedResult).reason, RangeError);
+  assertEquals(mixed[2], { status: "fulfilled", value: 2 });
+});
+
+Deno.test("a call that waited past the timeout for a free slot is rejected without being sent", async () => {
+  const sent: number[] = [];
+  let release = () => {};
+  const run = coalescer<number, number>(
+    (inputs) => {
+      sent.push(...inputs);
+      return new Promise((resolve) => {
+        release = () => resolve(inputs.map((value) => ({ value })));
+      });
+    },
+    {
+      maxBatch: 10,
+      concurrency: 1,
+      timeout: 50,
+      expired: () => new Error("expired"),
+    },
+  );
+  const first = run(1);
+  await Promise.resolve();
+  const second = run(2); // waits: the only slot is busy
+  await new Promise((resolve) => setTimeout(resolve, 80));
+  release();
+  assertEquals(await first, 1);
+  await assertRejects(() => second, Error, "expired");
+  assertEquals(sent, [1]);
+});
+
+Deno.test("concurrent `take()`s share statements, and each caller gets its own entry", async () => {
+  await using t = await testDatabase({ max: 4 });
+  const statements = await statementCounter(t);
+  const store = createCodeStore(t.sql, { table: t.table });
+  const direct = createCodeStore(t.sql, { table: t.table, coalesce: false });
+  const codes = Array.from({ length: 150 }, () => randomCode());
+  for (const [i, code] of codes.entries()) {
+    await direct.put({
+      code,
+      data: grant({ subject: `user-${i}` }),
+      expiresAt: IN_A_MINUTE,
+    });
+  }
+  const before = await statements();
+  // Every code twice, plus codes never issued, all at once.
+  const calls = [...codes, ...codes, randomCode(), randomCode()];
+  const entries = await Promise.all(calls.map((code) => store.take(code)));
+  for (const [i] of codes.entries()) {
+    const got = [entries[i], entries[i + codes.length]].filter((e) => e);
+    assertEquals(got.length, 1, "one of the two racers gets it");
+    assertEquals(got[0]!.data.subject, `user-${i}`);
+  }
+  assertStrictEquals(entries.at(-1), null);
+  // 302 calls in batches of at most 64: between 5 and (much) fewer than 302.
+  const deletes = await statements() - before;
+  assertGreaterOrEqual(deletes, Math.ceil(calls.length / 64));
+  assertLessOrEqual(deletes, 30);
+});
+
+Deno.test("concurrent `put()`s share statements; a duplicate fails only its own caller and overwrites nothing", async () => {
+  await using t = await testDatabase();
+  const statements = await statementCounter(t);
+  const store = createCodeStore(t.sql, { table: t.table });
+  const existing = randomCode();
+  await store.put({
+    code: existing,
+    data: grant({ subject: "original" }),
+    expiresAt: IN_A_MINUTE,
+  });
+  const fresh = Array.from({ length: 40 }, () => randomCode());
+  const twice = randomCode();
+  const before = await statements();
+  const results = await Promise.allSettled([
+    ...fresh.map((code) =>
+      store.put({ code, data: grant(), expiresAt: IN_A_MINUTE })
+    ),
+    store.put({
+      code: existing,
+      data: grant({ subject: "overwrite" }),
+      expiresAt: IN_A_MINUTE,
+    }),
+    store.put({ code: twice, data: grant({ subject: "first" }), expiresAt: 1 }),
+    store.put({
+      code: twice,
+      data: grant({ subject: "second" }),
+      expiresAt: 1,
+    }),
+  ]);
+  assertLessOrEqual(
+    await statements() - before,
+    30,
+    "43 puts shared statements",
+  );
+  for (const result of results.slice(0, 40)) {
+    assertEquals(result.status, "fulfilled");
+  }
+  const [overwrite, first, second] = results.slice(40);
+  assertInstanceOf(
+    (overwrite as PromiseRejectedResult).reason,
+    DuplicateCodeError,
+  );
+  // The same code twice: exactly one put stores it, the other is refused.
+  const won = [first, second].map((r) => r!.status === "fulfilled");
+  assertEquals(won.filter(Boolean).length, 1);
+  const loser = (won[0] ? second : first) as PromiseRejectedResult;
+  assertInstanceOf(loser.reason, DuplicateCodeError);
+  assertEquals((await store.take(existing))?.data.subject, "original");
+  assertEquals(
+    (await store.take(twice))?.data.subject,
+    won[0] ? "first" : "second",
+  );
+  for (const code of fresh) assert(await store.take(code));
+});
+
+Deno.test("a statement that fails rejects every call in its batch with the database error", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: `${t.schema}.missing` });
+  const results = await Promise.allSettled(
+    Array.from({ length: 10 }, () => store.take(randomCode())),
+  );
+  for (const result of results) {
+    assertEquals(result.status, "rejected");
+    assertEquals((result as PromiseRejectedResult).reason.code, "42P01");
+  }
+});
+
+Deno.test("`coalesce: false` runs one plain statement per call", async () => {
+  await using t = await testDatabase();
+  const statements = await statementCounter(t);
+  const store = createCodeStore(t.sql, { table: t.table, coalesce: false });
+  const codes = Array.from({ length: 20 }, () => randomCode());
+  await Promise.all(
+    codes.map((code) => store.put({ code, data: grant(), expiresAt: 1 })),
+  );
+  assertEquals(await statements(), 20);
+  await assertRejects(
+    () => store.put({ code: codes[0]!, data: grant(), expiresAt: 1 }),
+    DuplicateCodeError,
+  );
+  const entries = await Promise.all(codes.map((code) => store.take(code)));
+  assertEquals(await statements(), 40);
+  assert(entries.every((e) => e !== null));
+});
+
+Deno.test("`coalesce` options are validated", async () => {
+  await using t = await testDatabase();
+  for (
+    const coalesce of [
+      { maxBatch: 0 },
+      { maxBatch: 1.5 },
+      { concurrency: -1 },
+      { maxBatch: 10_001 },
+      "yes",
+      null,
+    ]
+  ) {
+    try {
+      // deno-lint-ignore no-explicit-any
+      createCodeStore(t.sql, { table: t.table, coalesce } as any);
+      throw new Error(`accepted ${JSON.stringify(coalesce)}`);
+    } catch (error) {
+      assertInstanceOf(error, TypeError);
+    }
+  }
+  const store = createCodeStore(t.sql, {
+    table: t.table,
+    coalesce: { maxBatch: 2, concurrency: 1 },
+  });
+  const codes = Array.from({ length: 5 }, () => randomCode());
+  await Promise.all(
+    codes.map((code) => store.put({ code, data: grant(), expiresAt: 1 })),
+  );
+  const entries = await Promise.all(codes.map((code) => store.take(code)));
+  assert(entries.every((e) => e !== null));
+});
