@@ -1,7 +1,8 @@
 /**
  * The store's statements. Rows travel as one `jsonb` parameter and come
- * back as `row_to_json` text parsed here, so the statements work with any
- * postgres.js options (`prepare: false`, `fetch_types: false`, transforms).
+ * back as plain text columns (arrays and claims as JSON text) parsed here,
+ * so the statements work with any postgres.js options (`prepare: false`,
+ * `fetch_types: false`, column and value transforms).
  *
  * @module
  */
@@ -81,13 +82,11 @@ export async function deleteOne(
     sql`
       delete from ${sql(table)} as spent
       where spent.code_hash = ${hash}
-      returning
-        row_to_json(spent)::text,
-        extract(epoch from spent.expires_at)::float8
+      ${returning(sql)}
     `.values(),
     timeout,
   );
-  return spent ? toRecord(rowFromJson(spent[0], spent[1])) : null;
+  return spent ? toRecord(rowOf(spent)) : null;
 }
 
 /**
@@ -109,15 +108,13 @@ export async function deleteMany(
     sql`
       delete from ${sql(table)} as spent
       where spent.code_hash = any(${`{${hashes.join(",")}}`}::text[])
-      returning
-        row_to_json(spent)::text,
-        extract(epoch from spent.expires_at)::float8
+      ${returning(sql)}
     `.values(),
     timeout,
   );
   const rows = new Map<string, CodeRow>();
-  for (const [json, expiresAt] of spent) {
-    const row = rowFromJson(json, expiresAt);
+  for (const values of spent) {
+    const row = rowOf(values);
     rows.set(row.code_hash, row);
   }
   return hashes.map((hash) => {
@@ -133,16 +130,49 @@ export async function deleteMany(
 }
 
 /**
- * The row, from `row_to_json` text (parsed here, so no `transform` of the
- * caller's postgres.js instance rewrites claim names) and the expiry in
- * epoch seconds (time zone independent).
+ * The columns `take` reads, in {@linkcode CODE_COLUMNS} order: text, with
+ * arrays and claims as JSON text and the expiry in epoch seconds, so no
+ * type parser or `transform` of the caller's postgres.js instance touches
+ * them (a camelCase transform would rename keys inside `jsonb` claims) and
+ * the session time zone does not matter.
  */
-function rowFromJson(json: string, expiresAt: number): CodeRow {
-  const columns = JSON.parse(json);
-  const row = Object.fromEntries(
-    CODE_COLUMNS.map((column) => [column, columns[column]]),
-  );
-  return { ...row, expires_at: new Date(expiresAt * 1000) } as CodeRow;
+function returning(sql: Sql) {
+  return sql`
+    returning
+      spent.code_hash,
+      spent.client_id,
+      spent.subject,
+      spent.redirect_uri,
+      array_to_json(spent.scope)::text,
+      spent.code_challenge,
+      spent.code_challenge_method,
+      spent.nonce,
+      spent.dpop_jkt,
+      spent.claims::text,
+      array_to_json(spent.resource)::text,
+      extract(epoch from spent.expires_at)::float8
+  `;
+}
+
+/** The row read by {@linkcode returning}. */
+function rowOf(values: readonly unknown[]): CodeRow {
+  const [hash, client, subject, uri, scope, challenge, method, ...rest] =
+    values;
+  const [nonce, jkt, claims, resource, expiresAt] = rest;
+  return {
+    code_hash: hash,
+    client_id: client,
+    subject,
+    redirect_uri: uri,
+    scope: JSON.parse(scope as string),
+    code_challenge: challenge,
+    code_challenge_method: method,
+    nonce,
+    dpop_jkt: jkt,
+    claims: JSON.parse(claims as string),
+    resource: JSON.parse(resource as string),
+    expires_at: new Date((expiresAt as number) * 1000),
+  } as CodeRow;
 }
 
 /**
