@@ -5,7 +5,7 @@
  */
 
 import type { Sql } from "postgres";
-import { coalescer } from "./coalesce.ts";
+import { type BatchRunner, coalescer } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, isCodeSyntax } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
@@ -252,14 +252,37 @@ function coalesced(
   });
   return {
     put: coalescer(
-      (rows, left) => insertMany(sql, table, rows, left),
+      orAlone(
+        (rows, left) => insertMany(sql, table, rows, left),
+        (row, left) => insertOne(sql, table, row, left),
+      ),
       limits("put"),
     ),
     take: coalescer(
-      (hashes, left) => deleteMany(sql, table, hashes, left),
+      orAlone(
+        (hashes, left) => deleteMany(sql, table, hashes, left),
+        (hash, left) => deleteOne(sql, table, hash, left),
+      ),
       limits("take"),
     ),
   };
+}
+
+/**
+ * A batch of one runs the single-row statement: `= $1` plans and runs
+ * faster than `= ANY($1)`, so a lone call pays nothing for coalescing.
+ */
+function orAlone<I, O>(
+  many: BatchRunner<I, O>,
+  one: (input: I, timeout: number) => Promise<O>,
+): BatchRunner<I, O> {
+  return (inputs, timeout) =>
+    inputs.length === 1
+      ? one(inputs[0]!, timeout).then(
+        (value) => [{ value }],
+        (error) => [{ error }],
+      )
+      : many(inputs, timeout);
 }
 
 interface CoalesceSettings {
