@@ -50,11 +50,18 @@ export {
   type CodeStoreOptions,
   createCodeStore,
   DEFAULT_TIMEOUT,
+  DEFAULT_TOMBSTONE_RETENTION,
   type Repository,
 } from "./src/store.ts";
 export { type CodeRow, fromRecord, toRecord } from "./src/schema.ts";
 export { hashCode } from "./src/hash_code.ts";
 export { migrate, type MigrateOptions, migrationSql } from "./src/migrate.ts";
+export {
+  DEFAULT_PURGE_BATCH,
+  purgeExpired,
+  type PurgeOptions,
+  type PurgeResult,
+} from "./src/purge.ts";
 export {
   CodeStoreError,
   DuplicateCodeError,
@@ -68,4 +75,5 @@ export type {
   JsonObject,
   JsonValue,
   NewCode,
+  SpentCode,
 } from "./src/types.ts";

@@ -1,5 +1,6 @@
 /**
- * The codes table: its DDL, and a migration that applies it idempotently.
+ * The codes table and its tombstone table: their DDL, and a migration that
+ * applies it idempotently.
  *
  * @module
  */
@@ -13,18 +14,21 @@ export interface MigrateOptions {
    * The table, optionally schema-qualified (`"auth.codes"`); the schema must
    * exist. Defaults to `"authorization_codes"`.
    */
-  readonly table?: string;
+  readonly table?: string | undefined;
 }
 
 const BASE64URL_43 = "'^[A-Za-z0-9_-]{43}$'";
 
 /**
- * The DDL of the codes table, for hosts that run their own migrations. It
- * is idempotent (`IF NOT EXISTS`) and is exactly what {@linkcode migrate}
- * runs. It holds no values, only the validated, quoted table name.
+ * The DDL of the codes table and of its tombstone table (`<table>_spent`),
+ * for hosts that run their own migrations. It is idempotent (`IF NOT
+ * EXISTS`), upgrades a database made by an earlier version, and is exactly
+ * what {@linkcode migrate} runs. It holds no values, only the validated,
+ * quoted table names.
  *
  * @param options The table name.
- * @returns The SQL text: `CREATE TABLE` and `CREATE INDEX` statements.
+ * @returns The SQL text: `CREATE TABLE`, `ALTER TABLE` and `CREATE INDEX`
+ * statements.
  * @throws {TypeError} If `options.table` is not a valid identifier.
  *
  * @example
@@ -41,10 +45,11 @@ export function migrationSql(options: MigrateOptions = {}): string {
 }
 
 function ddl(table: TableName): string {
-  const qualified = quote(table.qualified);
+  const codes = quote(table.qualified);
+  const spent = quote(table.spent);
   // An index lives in its table's schema; its name stays within 63 bytes.
-  const index = quote(`${table.name}_expires_at_idx`.slice(0, 63));
-  return `CREATE TABLE IF NOT EXISTS ${qualified} (
+  const index = (name: string) => quote(`${name}_expires_at_idx`.slice(0, 63));
+  return `CREATE TABLE IF NOT EXISTS ${codes} (
   -- base64url SHA-256 of the code; "C" collation: byte order, no locale cost.
   code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
   client_id text NOT NULL CHECK (client_id <> ''),
@@ -60,7 +65,20 @@ function ddl(table: TableName): string {
   expires_at timestamptz NOT NULL,
   inserted_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS ${index} ON ${qualified} (expires_at);
+-- 0.2: the grant (token family) a code starts, for reuse detection.
+ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS grant_id text;
+CREATE INDEX IF NOT EXISTS ${index(table.name)} ON ${codes} (expires_at);
+-- 0.2: tombstones of redeemed codes, kept until expires_at.
+CREATE TABLE IF NOT EXISTS ${spent} (
+  code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
+  client_id text NOT NULL,
+  subject text NOT NULL,
+  grant_id text,
+  spent_at timestamptz NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ${index(`${table.name}_spent`)}
+  ON ${spent} (expires_at);
 `;
 }
 
@@ -70,7 +88,8 @@ function quote(name: string): string {
 }
 
 /**
- * Creates the codes table and its expiry index if they do not exist. Safe
+ * Creates the codes table, its tombstone table and their expiry indexes if
+ * they do not exist, and upgrades tables made by an earlier version. Safe
  * to run at every start, from any number of processes at once: it runs in
  * one transaction under an advisory lock.
  *

@@ -41,6 +41,8 @@ export type CodeRow = {
   readonly resource: readonly string[];
   /** `CodeEntry.expiresAt` (`timestamptz`). */
   readonly expires_at: Date;
+  /** `GrantData.grantId`, `null` when absent. */
+  readonly grant_id: string | null;
 };
 
 /** The columns of {@linkcode CodeRow}, in table order. */
@@ -57,6 +59,7 @@ export const CODE_COLUMNS: readonly (keyof CodeRow)[] = [
   "claims",
   "resource",
   "expires_at",
+  "grant_id",
 ];
 
 /** Bounds on what a record may hold, so no input can exhaust the server. */
@@ -83,6 +86,7 @@ export interface StoredGrantData extends GrantData {
   readonly dpopJkt: string | null;
   readonly claims: JsonObject;
   readonly resource: readonly string[];
+  readonly grantId: string | null;
 }
 
 /** A {@linkcode CodeEntry} that passed validation, normalised. */
@@ -103,6 +107,7 @@ const GRANT_KEYS = [
   "dpopJkt",
   "claims",
   "resource",
+  "grantId",
 ] as const;
 
 // RFC 6749 Appendix A: VSCHAR = %x20-7E (client_id = *VSCHAR, §2.2).
@@ -165,6 +170,7 @@ export function rowOf({ codeHash, data, expiresAt }: ValidEntry): CodeRow {
     claims: data.claims,
     resource: data.resource,
     expires_at: new Date(expiresAt * 1000),
+    grant_id: data.grantId,
   };
 }
 
@@ -174,8 +180,8 @@ export function rowOf({ codeHash, data, expiresAt }: ValidEntry): CodeRow {
  * handed to the token endpoint.
  *
  * @param row A row of the codes table.
- * @returns The record, with `nonce`/`dpopJkt` `null`, `claims` `{}` and
- * `resource` `[]` when absent.
+ * @returns The record, with `nonce`/`dpopJkt`/`grantId` `null`, `claims`
+ * `{}` and `resource` `[]` when absent.
  * @throws {InvalidRecordError} If the row is not a valid record; `field`
  * names the record field (e.g. `"data.clientId"` for `client_id`).
  *
@@ -203,6 +209,7 @@ export function rowOf({ codeHash, data, expiresAt }: ValidEntry): CodeRow {
  *   dpopJkt: null,
  *   claims: {},
  *   resource: [],
+ *   grantId: null,
  * });
  * ```
  */
@@ -230,6 +237,7 @@ export function toRecord(row: CodeRow): CodeEntry {
       dpopJkt: r.dpop_jkt,
       claims: r.claims,
       resource: r.resource,
+      grantId: r.grant_id,
     },
   });
 }
@@ -326,6 +334,7 @@ function validateGrant(value: unknown): StoredGrantData {
       [],
       (v) => array(v, "data.resource", LIMITS.resource, absoluteUri),
     ),
+    grantId: optional(d.grantId, null, (v) => text(v, "data.grantId")),
   };
 }
 

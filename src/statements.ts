@@ -11,12 +11,22 @@ import type { Sql } from "postgres";
 import type { Outcome } from "./coalesce.ts";
 import { DuplicateCodeError, OperationTimeoutError } from "./errors.ts";
 import { CODE_COLUMNS, type CodeRow, toRecord } from "./schema.ts";
-import type { CodeEntry } from "./types.ts";
+import type { CodeEntry, SpentCode } from "./types.ts";
+
+/** Where a store keeps its codes and tombstones, and for how long. */
+export interface Tables {
+  /** The codes table (qualified name). */
+  readonly codes: string;
+  /** The tombstone table (qualified name). */
+  readonly spent: string;
+  /** Seconds a tombstone is kept. */
+  readonly retention: number;
+}
 
 /** One `INSERT` of one row: a duplicate hash is a {@linkcode DuplicateCodeError}. */
 export async function insertOne(
   sql: Sql,
-  table: string,
+  { codes: table }: Tables,
   row: CodeRow,
   timeout: number,
 ): Promise<void> {
@@ -47,7 +57,7 @@ export async function insertOne(
  */
 export async function insertMany(
   sql: Sql,
-  table: string,
+  { codes: table }: Tables,
   rows: readonly CodeRow[],
   timeout: number,
 ): Promise<Outcome<void>[]> {
@@ -70,19 +80,24 @@ export async function insertMany(
   );
 }
 
-/** One `DELETE ... RETURNING` of one hash: the entry, or `null`. */
+/**
+ * One statement redeems one hash: `DELETE ... RETURNING` the entry, and in
+ * the same statement (a data-modifying CTE) the tombstone is written.
+ */
 export async function deleteOne(
   sql: Sql,
-  table: string,
+  tables: Tables,
   hash: string,
   timeout: number,
 ): Promise<CodeEntry | null> {
   const [spent] = await deadline(
     "take",
     sql`
-      delete from ${sql(table)} as spent
-      where spent.code_hash = ${hash}
-      ${returning(sql)}
+      with spent as (
+        delete from ${sql(tables.codes)} where code_hash = ${hash}
+        returning *
+      ), ${tombstones(sql, tables)}
+      ${selectSpent(sql)}
     `.values(),
     timeout,
   );
@@ -90,14 +105,14 @@ export async function deleteOne(
 }
 
 /**
- * One `DELETE ... WHERE code_hash = ANY(...) RETURNING` of many hashes.
- * Each deleted row goes to exactly one caller: if a hash appears more than
- * once in the batch (racing callers), the first gets the entry and the
- * others `null`.
+ * One statement redeems many hashes: `DELETE ... WHERE code_hash =
+ * ANY(...) RETURNING`, with their tombstones. Each deleted row goes to
+ * exactly one caller: if a hash appears more than once in the batch
+ * (racing callers), the first gets the entry and the others `null`.
  */
 export async function deleteMany(
   sql: Sql,
-  table: string,
+  tables: Tables,
   hashes: readonly string[],
   timeout: number,
 ): Promise<Outcome<CodeEntry | null>[]> {
@@ -106,9 +121,12 @@ export async function deleteMany(
   const spent = await deadline(
     "take",
     sql`
-      delete from ${sql(table)} as spent
-      where spent.code_hash = any(${`{${hashes.join(",")}}`}::text[])
-      ${returning(sql)}
+      with spent as (
+        delete from ${sql(tables.codes)}
+        where code_hash = any(${`{${hashes.join(",")}}`}::text[])
+        returning *
+      ), ${tombstones(sql, tables)}
+      ${selectSpent(sql)}
     `.values(),
     timeout,
   );
@@ -130,35 +148,83 @@ export async function deleteMany(
 }
 
 /**
- * The columns `take` reads, in {@linkcode CODE_COLUMNS} order: text, with
- * arrays and claims as JSON text and the expiry in epoch seconds, so no
- * type parser or `transform` of the caller's postgres.js instance touches
- * them (a camelCase transform would rename keys inside `jsonb` claims) and
- * the session time zone does not matter.
+ * The tombstones of the rows in `spent`, kept `retention` seconds. A hash
+ * spent before (a code issued twice, a caller bug) gets the latest grant.
  */
-function returning(sql: Sql) {
+function tombstones(sql: Sql, { spent, retention }: Tables) {
   return sql`
-    returning
-      spent.code_hash,
-      spent.client_id,
-      spent.subject,
-      spent.redirect_uri,
-      array_to_json(spent.scope)::text,
-      spent.code_challenge,
-      spent.code_challenge_method,
-      spent.nonce,
-      spent.dpop_jkt,
-      spent.claims::text,
-      array_to_json(spent.resource)::text,
-      extract(epoch from spent.expires_at)::float8
+    tombstones as (
+      insert into ${sql(spent)}
+        (code_hash, client_id, subject, grant_id, spent_at, expires_at)
+      select code_hash, client_id, subject, grant_id, now(),
+        now() + make_interval(secs => ${retention})
+      from spent
+      on conflict (code_hash) do update set
+        client_id = excluded.client_id, subject = excluded.subject,
+        grant_id = excluded.grant_id, spent_at = excluded.spent_at,
+        expires_at = excluded.expires_at
+    )
   `;
 }
 
-/** The row read by {@linkcode returning}. */
+/**
+ * The tombstone of a hash, unless it has expired: whether (and what) a
+ * code was redeemed.
+ */
+export async function findSpent(
+  sql: Sql,
+  { spent: table }: Tables,
+  hash: string,
+  timeout: number,
+): Promise<SpentCode | null> {
+  const [row] = await deadline(
+    "spent",
+    sql`
+      select code_hash, client_id, subject, grant_id,
+        floor(extract(epoch from spent_at))::float8
+      from ${sql(table)}
+      where code_hash = ${hash} and expires_at > now()
+    `.values(),
+    timeout,
+  );
+  if (!row) return null;
+  const [codeHash, clientId, subject, grantId, spentAt] = row;
+  return { codeHash, clientId, subject, grantId, spentAt } as SpentCode;
+}
+
+/**
+ * The columns `take` reads from the deleted rows, in
+ * {@linkcode CODE_COLUMNS} order: text, with arrays and claims as JSON text
+ * and the expiry in epoch seconds, so no type parser or `transform` of the
+ * caller's postgres.js instance touches them (a camelCase transform would
+ * rename keys inside `jsonb` claims) and the session time zone does not
+ * matter.
+ */
+function selectSpent(sql: Sql) {
+  return sql`
+    select
+      code_hash,
+      client_id,
+      subject,
+      redirect_uri,
+      array_to_json(scope)::text,
+      code_challenge,
+      code_challenge_method,
+      nonce,
+      dpop_jkt,
+      claims::text,
+      array_to_json(resource)::text,
+      extract(epoch from expires_at)::float8,
+      grant_id
+    from spent
+  `;
+}
+
+/** The row read by {@linkcode selectSpent}. */
 function rowOf(values: readonly unknown[]): CodeRow {
   const [hash, client, subject, uri, scope, challenge, method, ...rest] =
     values;
-  const [nonce, jkt, claims, resource, expiresAt] = rest;
+  const [nonce, jkt, claims, resource, expiresAt, grantId] = rest;
   return {
     code_hash: hash,
     client_id: client,
@@ -172,6 +238,7 @@ function rowOf(values: readonly unknown[]): CodeRow {
     claims: JSON.parse(claims as string),
     resource: JSON.parse(resource as string),
     expires_at: new Date((expiresAt as number) * 1000),
+    grant_id: grantId,
   } as CodeRow;
 }
 

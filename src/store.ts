@@ -9,9 +9,16 @@ import { type BatchRunner, coalescer } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, isCodeSyntax } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
-import { deleteMany, deleteOne, insertMany, insertOne } from "./statements.ts";
+import {
+  deleteMany,
+  deleteOne,
+  findSpent,
+  insertMany,
+  insertOne,
+  type Tables,
+} from "./statements.ts";
 import { parseTableName } from "./table_name.ts";
-import type { CodeEntry, NewCode } from "./types.ts";
+import type { CodeEntry, NewCode, SpentCode } from "./types.ts";
 
 /**
  * Where the store finds its database: a postgres.js `Sql` instance, or a
@@ -25,10 +32,17 @@ export type Repository = Sql | (() => Sql | undefined | null);
 export interface CodeStoreOptions {
   /**
    * The table, optionally schema-qualified (`"auth.codes"`): lower-case
-   * letters, digits and `_`. Defaults to `"authorization_codes"`. Create it
-   * with `migrate` (same option).
+   * letters, digits and `_`. Defaults to `"authorization_codes"`. Its
+   * tombstones go in `<table>_spent`. Create both with `migrate` (same
+   * option).
    */
-  readonly table?: string;
+  readonly table?: string | undefined;
+  /**
+   * How long the tombstone of a redeemed code is kept, in seconds (default
+   * 86 400, a day): long enough to cover the refresh tokens issued from it.
+   * `spent()` answers `null` once it has passed; `purgeExpired` deletes it.
+   */
+  readonly tombstoneRetention?: number | undefined;
   /**
    * How long an operation may wait for the database, in milliseconds,
    * before it is cancelled and rejects with {@linkcode OperationTimeoutError}
@@ -37,7 +51,7 @@ export interface CodeStoreOptions {
    * to 20 seconds per attempt, so during an outage a call could otherwise
    * wait for minutes.
    */
-  readonly timeout?: number;
+  readonly timeout?: number | undefined;
   /**
    * Coalescing (default on): concurrent calls share one statement. `take`s
    * that arrive together become one `DELETE ... WHERE code_hash = ANY(...)
@@ -52,7 +66,11 @@ export interface CodeStoreOptions {
    */
   readonly coalesce?:
     | boolean
-    | { readonly maxBatch?: number; readonly concurrency?: number };
+    | {
+      readonly maxBatch?: number | undefined;
+      readonly concurrency?: number | undefined;
+    }
+    | undefined;
 }
 
 /** The default of {@linkcode CodeStoreOptions.timeout}. */
@@ -60,6 +78,9 @@ export const DEFAULT_TIMEOUT = 10_000;
 
 /** The default largest batch when coalescing. */
 export const DEFAULT_MAX_BATCH = 64;
+
+/** The default of {@linkcode CodeStoreOptions.tombstoneRetention}: a day. */
+export const DEFAULT_TOMBSTONE_RETENTION = 86_400;
 
 /**
  * A store of single-use authorization codes (RFC 6749 §4.1.2: "The client
@@ -111,6 +132,28 @@ export interface CodeStore {
    * or may not be spent, and is never returned to anyone else.
    */
   take(code: string): Promise<CodeEntry | null>;
+
+  /**
+   * Tells whether a code was already redeemed, for a caller whose `take`
+   * returned `null`: the tombstone `take` wrote in the same statement that
+   * spent the code (so every loser of a race sees the winner's), with what
+   * is needed to revoke the tokens issued from it (RFC 6749 §4.1.2, §10.5).
+   * As OAuth 2.1 cautions, revoke only when the replayed request is
+   * otherwise valid (the code's client, authenticated as it must be, the
+   * same redirect URI, a matching PKCE verifier; OWASP ASVS 10.4.2: "the
+   * second valid request"), so that a forged replay of a leaked code cannot
+   * revoke someone else's tokens.
+   *
+   * @param code The plaintext code presented again.
+   * @returns The tombstone, or `null` for a code never issued, not yet
+   * redeemed, or whose tombstone has expired.
+   * @throws {TypeError} If `code` is not a string.
+   * @throws {MissingRepositoryError} If the repository function yields no
+   * database.
+   * @throws {OperationTimeoutError} If the database did not answer in time.
+   * @throws {Error} Database errors, as postgres.js raised them.
+   */
+  spent(code: string): Promise<SpentCode | null>;
 }
 
 /**
@@ -123,11 +166,11 @@ export interface CodeStore {
  *
  * @param repo A postgres.js `Sql` instance, or a function returning one
  * (called on every operation).
- * @param options The table name and the operation timeout.
+ * @param options The table, the timeout, coalescing and tombstone retention.
  * @returns The store: `put` and `take` closures.
  * @throws {TypeError} If `repo` is missing or not a function,
- * `options.table` is not a valid identifier, or `options.timeout` is not a
- * positive number.
+ * `options.table` is not a valid identifier, or another option is out of
+ * range.
  *
  * @example
  * ```ts ignore
@@ -173,7 +216,15 @@ export function createCodeStore(
         "function returning one",
     );
   }
-  const table = parseTableName(options.table).qualified;
+  const name = parseTableName(options.table);
+  const retention = validateRetention(
+    options.tombstoneRetention ?? DEFAULT_TOMBSTONE_RETENTION,
+  );
+  const tables: Tables = {
+    codes: name.qualified,
+    spent: name.spent,
+    retention,
+  };
   const { timeout = DEFAULT_TIMEOUT } = options;
   if (
     typeof timeout !== "number" || !(timeout > 0) ||
@@ -197,8 +248,8 @@ export function createCodeStore(
     let found = perPool.get(sql);
     if (!found) {
       found = coalesce
-        ? coalesced(sql, table, timeout, coalesce)
-        : direct(sql, table, timeout);
+        ? coalesced(sql, tables, timeout, coalesce)
+        : direct(sql, tables, timeout);
       perPool.set(sql, found);
     }
     return found;
@@ -220,6 +271,15 @@ export function createCodeStore(
       if (!isCodeSyntax(code)) return null;
       return statements(sql).take(await hashCode(code));
     },
+
+    async spent(code: string): Promise<SpentCode | null> {
+      if (typeof code !== "string") {
+        throw new TypeError("the authorization code must be a string");
+      }
+      const sql = database();
+      if (!isCodeSyntax(code)) return null;
+      return findSpent(sql, tables, await hashCode(code), timeout);
+    },
   };
 }
 
@@ -230,17 +290,17 @@ interface Statements {
 }
 
 /** One statement per call. */
-function direct(sql: Sql, table: string, timeout: number): Statements {
+function direct(sql: Sql, tables: Tables, timeout: number): Statements {
   return {
-    put: (row) => insertOne(sql, table, row, timeout),
-    take: (hash) => deleteOne(sql, table, hash, timeout),
+    put: (row) => insertOne(sql, tables, row, timeout),
+    take: (hash) => deleteOne(sql, tables, hash, timeout),
   };
 }
 
 /** Concurrent calls share statements. */
 function coalesced(
   sql: Sql,
-  table: string,
+  tables: Tables,
   timeout: number,
   { maxBatch, concurrency = sql.options?.max ?? 10 }: CoalesceSettings,
 ): Statements {
@@ -253,15 +313,15 @@ function coalesced(
   return {
     put: coalescer(
       orAlone(
-        (rows, left) => insertMany(sql, table, rows, left),
-        (row, left) => insertOne(sql, table, row, left),
+        (rows, left) => insertMany(sql, tables, rows, left),
+        (row, left) => insertOne(sql, tables, row, left),
       ),
       limits("put"),
     ),
     take: coalescer(
       orAlone(
-        (hashes, left) => deleteMany(sql, table, hashes, left),
-        (hash, left) => deleteOne(sql, table, hash, left),
+        (hashes, left) => deleteMany(sql, tables, hashes, left),
+        (hash, left) => deleteOne(sql, tables, hash, left),
       ),
       limits("take"),
     ),
@@ -288,6 +348,24 @@ function orAlone<I, O>(
 interface CoalesceSettings {
   readonly maxBatch: number;
   readonly concurrency: number | undefined;
+}
+
+/**
+ * Validates a tombstone retention: whole seconds, from 1 to ten years.
+ *
+ * @throws {TypeError} If it is out of range.
+ */
+export function validateRetention(retention: unknown): number {
+  if (
+    typeof retention !== "number" || !Number.isInteger(retention) ||
+    retention < 1 || retention > 10 * 366 * 86_400
+  ) {
+    throw new TypeError(
+      "options.tombstoneRetention must be a whole number of seconds from 1 " +
+        "to about 10 years",
+    );
+  }
+  return retention;
 }
 
 // setTimeout's largest delay (2^31 - 1 ms, about 24.8 days).

@@ -22,8 +22,8 @@ export type JsonObject = { readonly [key: string]: JsonValue };
  * mint the tokens.
  *
  * Unknown keys are rejected, never dropped. Optional fields are returned by
- * `take` normalised: `nonce`/`dpopJkt` as `null`, `claims` as `{}` and
- * `resource` as `[]`.
+ * `take` normalised: `nonce`/`dpopJkt`/`grantId` as `null`, `claims` as `{}`
+ * and `resource` as `[]`.
  */
 export interface GrantData {
   /** The client the code was issued to (RFC 6749 §2.2): a non-empty VSCHAR string. */
@@ -46,6 +46,12 @@ export interface GrantData {
   readonly claims?: JsonObject;
   /** The RFC 8707 resource indicators (absolute URIs without fragment), if any. */
   readonly resource?: readonly string[];
+  /**
+   * The caller's identifier of the grant (or token family) the code starts,
+   * if any: recorded in the code's tombstone when it is redeemed, so a
+   * replay can revoke the tokens issued from it (RFC 6749 §4.1.2, §10.5).
+   */
+  readonly grantId?: string | null;
 }
 
 /** The input of `put`: a freshly issued code and what it grants. */
@@ -70,4 +76,25 @@ export interface CodeEntry {
   readonly data: GrantData;
   /** When the code expires, in integer seconds since the Unix epoch. */
   readonly expiresAt: number;
+}
+
+/**
+ * The tombstone of a redeemed code: what a token endpoint needs to revoke
+ * the tokens issued from it when the code is presented again (RFC 6749
+ * §4.1.2: "If an authorization code is used more than once, the
+ * authorization server MUST deny the request and SHOULD revoke (when
+ * possible) all tokens previously issued based on that authorization
+ * code"). It holds nothing secret beyond what the code's row held.
+ */
+export interface SpentCode {
+  /** The base64url SHA-256 hash of the code. */
+  readonly codeHash: string;
+  /** The client the code was issued to. */
+  readonly clientId: string;
+  /** The resource owner. */
+  readonly subject: string;
+  /** The `grantId` given at `put`, or `null`. */
+  readonly grantId: string | null;
+  /** When the code was redeemed, in integer seconds since the Unix epoch. */
+  readonly spentAt: number;
 }

@@ -7,6 +7,7 @@ import {
 } from "@std/assert";
 import {
   createCodeStore,
+  hashCode,
   migrate,
   migrationSql,
   type NewCode,
@@ -60,7 +61,13 @@ Deno.test("`migrate()` creates the table `migrationSql()` describes", async () =
     where table_schema = ${t.schema} and table_name = 'codes'
     order by ordinal_position
   `;
-  assertEquals(columns.map((c) => c.name), [...CODE_COLUMNS, "inserted_at"]);
+  // grant_id came in 0.2 and is added after inserted_at, in fresh and in
+  // upgraded tables alike.
+  assertEquals(columns.map((c) => c.name), [
+    ...CODE_COLUMNS.filter((c) => c !== "grant_id"),
+    "inserted_at",
+    "grant_id",
+  ]);
   const types = Object.fromEntries(columns.map((c) => [c.name, c.type]));
   assertEquals(types.scope, "_text");
   assertEquals(types.resource, "_text");
@@ -70,7 +77,7 @@ Deno.test("`migrate()` creates the table `migrationSql()` describes", async () =
   const nullable = columns.filter((c) => c.nullable === "YES").map((c) =>
     c.name
   );
-  assertEquals(nullable, ["nonce", "dpop_jkt"]);
+  assertEquals(nullable, ["nonce", "dpop_jkt", "grant_id"]);
   assertStringIncludes(
     columns.find((c) => c.name === "inserted_at")?.default ?? "",
     "now()",
@@ -140,6 +147,7 @@ Deno.test("a hostile `table` option is refused before any SQL", async () => {
     "co-des",
     "codes\0",
     "códes",
+    "a".repeat(58),
     "a".repeat(64),
     `${"a".repeat(64)}.codes`,
     "pg_catalog.pg_class; select 1",
@@ -151,8 +159,9 @@ Deno.test("a hostile `table` option is refused before any SQL", async () => {
     assertThrows(() => migrationSql(options), TypeError);
     await assertRejects(() => migrate(t.sql, options), TypeError);
   }
-  // The longest valid name is accepted.
-  const longest = `${t.schema}.${"a".repeat(63)}`;
+  // The longest valid name is accepted (57 characters, leaving room for
+  // the `_spent` of its tombstone table).
+  const longest = `${t.schema}.${"a".repeat(57)}`;
   await migrate(t.sql, { table: longest });
   const store = createCodeStore(t.sql, { table: longest });
   const input = newCode();
@@ -180,4 +189,72 @@ Deno.test("`migrationSql()` is idempotent DDL quoting the table name", () => {
     migrationSql(),
     migrationSql({ table: "authorization_codes" }),
   );
+});
+
+Deno.test("`migrate()` creates the tombstone table beside the codes table", async () => {
+  await using t = await testDatabase();
+  const columns = await t.sql<{ name: string; nullable: string }[]>`
+    select column_name as name, is_nullable as nullable
+    from information_schema.columns
+    where table_schema = ${t.schema} and table_name = 'codes_spent'
+    order by ordinal_position
+  `;
+  assertEquals(columns.map((c) => c.name), [
+    "code_hash",
+    "client_id",
+    "subject",
+    "grant_id",
+    "spent_at",
+    "expires_at",
+  ]);
+  const indexes = await t.sql<{ def: string }[]>`
+    select indexdef as def from pg_indexes
+    where schemaname = ${t.schema} and tablename = 'codes_spent'
+  `;
+  assert(indexes.some((i) => /\(expires_at\)/.test(i.def)), "expiry index");
+});
+
+// The DDL of 0.1, before reuse detection (no grant_id, no tombstones).
+const DDL_0_1 = (table: string) => `
+CREATE TABLE ${table} (
+  code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ '^[A-Za-z0-9_-]{43}$'),
+  client_id text NOT NULL CHECK (client_id <> ''),
+  subject text NOT NULL CHECK (subject <> ''),
+  redirect_uri text NOT NULL CHECK (redirect_uri <> ''),
+  scope text[] NOT NULL,
+  code_challenge text NOT NULL CHECK (code_challenge ~ '^[A-Za-z0-9_-]{43}$'),
+  code_challenge_method text NOT NULL CHECK (code_challenge_method = 'S256'),
+  nonce text,
+  dpop_jkt text,
+  claims jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(claims) = 'object'),
+  resource text[] NOT NULL DEFAULT '{}',
+  expires_at timestamptz NOT NULL,
+  inserted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX codes_v01_expires_at_idx ON ${table} (expires_at);
+`;
+
+Deno.test("`migrate()` upgrades a database made by 0.1: its codes survive and can be redeemed", async () => {
+  await using t = await testDatabase();
+  const table = `${t.schema}.codes_v01`;
+  await t.sql.unsafe(DDL_0_1(table));
+  const code = randomCode();
+  const hash = await hashCode(code);
+  await t.sql`
+    insert into ${t.sql(table)} (code_hash, client_id, subject, redirect_uri,
+      scope, code_challenge, code_challenge_method, expires_at)
+    values (${hash}, 's6BhdRkqt3', 'user-42', 'https://client.example.org/cb',
+      '{openid}', 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', 'S256',
+      to_timestamp(1900000000))
+  `;
+  await migrate(t.sql, { table });
+  await migrate(t.sql, { table });
+  const store = createCodeStore(t.sql, { table });
+  const entry = await store.take(code);
+  assertEquals(entry?.data.grantId, null);
+  assertEquals(entry?.data.subject, "user-42");
+  assertEquals((await store.spent(code))?.subject, "user-42");
+  const fresh = newCode();
+  await store.put({ ...fresh, data: grant({ grantId: "family-1" }) });
+  assertEquals((await store.take(fresh.code))?.data.grantId, "family-1");
 });

@@ -74,6 +74,7 @@ Deno.test("the same race double-redeems with a check-then-delete store (control)
   const store = createCodeStore(t.sql, { table: t.table });
   const naive = pools.map((sql): CodeStore => ({
     put: store.put,
+    spent: store.spent,
     async take(code) {
       const hash = await hashCode(code);
       const [row] = await sql`

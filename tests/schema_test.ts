@@ -42,6 +42,7 @@ Deno.test("`toRecord(fromRecord(e))` equals `e` with optional fields normalised"
       dpopJkt: null,
       claims: {},
       resource: [],
+      grantId: null,
     },
   });
   const full = entry({
@@ -49,6 +50,7 @@ Deno.test("`toRecord(fromRecord(e))` equals `e` with optional fields normalised"
     dpopJkt: HASH,
     claims: { a: [1, "two", null, { b: false }] },
     resource: ["https://rs.example/"],
+    grantId: "family-7",
   });
   assertEquals(toRecord(fromRecord(full)), full);
 });
@@ -70,6 +72,7 @@ Deno.test("`fromRecord()` maps every field to its column", () => {
       claims: {},
       resource: ["urn:x:y"],
       expires_at: new Date(1_900_000_000_000),
+      grant_id: null,
     } satisfies CodeRow,
   );
 });

@@ -26,7 +26,14 @@ import {
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 function normalised(data: ReturnType<typeof grant>) {
-  return { nonce: null, dpopJkt: null, claims: {}, resource: [], ...data };
+  return {
+    nonce: null,
+    dpopJkt: null,
+    claims: {},
+    resource: [],
+    grantId: null,
+    ...data,
+  };
 }
 
 async function count({ sql, table }: TestDatabase): Promise<number> {

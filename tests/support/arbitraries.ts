@@ -80,6 +80,7 @@ export function normalised(entry: CodeEntry): CodeEntry {
       dpopJkt: entry.data.dpopJkt ?? null,
       claims: entry.data.claims ?? {},
       resource: entry.data.resource ?? [],
+      grantId: entry.data.grantId ?? null,
     },
   };
 }

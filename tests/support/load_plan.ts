@@ -66,6 +66,6 @@ export async function entryFor(seed: string, i: number): Promise<CodeEntry> {
   return {
     codeHash: await hashCode(code),
     expiresAt,
-    data: { ...data, nonce: null, dpopJkt: null, resource: [] },
+    data: { ...data, nonce: null, dpopJkt: null, resource: [], grantId: null },
   };
 }

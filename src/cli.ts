@@ -1,0 +1,207 @@
+/**
+ * The command line: migrate, purge and inspect a code store's tables.
+ *
+ * ```sh
+ * deno run -A jsr:@attesto/code-store/cli migrate
+ * deno run -A jsr:@attesto/code-store/cli purge --table auth.codes
+ * deno run -A jsr:@attesto/code-store/cli stats --json
+ * ```
+ *
+ * The database comes from `DATABASE_URL`, or from the `PG*` variables
+ * (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`) that managed
+ * PostgreSQL services inject. Exit codes: 0 done, 1 database error (for
+ * example unreachable), 2 usage error (unknown command or option, no
+ * database configured).
+ *
+ * @example Run it from code
+ * ```ts ignore
+ * import { main } from "@attesto/code-store/cli";
+ *
+ * Deno.exit(await main(["stats", "--json"]));
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { migrate } from "./migrate.ts";
+import { purgeExpired } from "./purge.ts";
+import { parseTableName } from "./table_name.ts";
+
+const USAGE = `Usage: code-store <command> [options]
+
+Commands:
+  migrate   create or upgrade the codes table and its tombstone table
+  purge     delete expired codes and expired tombstones, in batches
+  stats     live codes, expired codes, tombstones, oldest row age
+
+Options:
+  --table <name>       the codes table (default authorization_codes),
+                       optionally schema-qualified: auth.codes
+  --batch-size <n>     purge: rows per statement (default 1000)
+  --json               stats: print JSON
+  -h, --help           this help
+
+The database comes from DATABASE_URL, or from PGHOST, PGPORT, PGDATABASE,
+PGUSER and PGPASSWORD. Exit codes: 0 done, 1 database error, 2 usage error.
+`;
+
+class UsageError extends Error {}
+
+/**
+ * Runs one command and returns the process exit code. Output goes to
+ * stdout; errors go to stderr and never include the password.
+ *
+ * @param args The command line, without the program name.
+ * @returns 0 on success, 1 on a database error, 2 on a usage error.
+ *
+ * @example
+ * ```ts
+ * import { main } from "@attesto/code-store/cli";
+ * import { assertEquals } from "@std/assert";
+ *
+ * assertEquals(await main(["--help"]), 0);
+ * ```
+ */
+export async function main(args: readonly string[]): Promise<number> {
+  let command: string | undefined;
+  let options: {
+    table?: string | undefined;
+    batchSize?: number | undefined;
+    json: boolean;
+  };
+  try {
+    ({ command, options } = parse(args));
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (command === undefined || command === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  const env = (name: string) => Deno.env.get(name);
+  const url = env("DATABASE_URL");
+  if (!url && !["PGHOST", "PGDATABASE", "PGUSER"].some(env)) {
+    console.error(
+      "error: no database configured: set DATABASE_URL (for example " +
+        "postgres://user:password@host:5432/db?sslmode=require) or the PG* " +
+        "variables (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD)",
+    );
+    return 2;
+  }
+  const settings = {
+    max: 1,
+    connect_timeout: 10,
+    fetch_types: false,
+    onnotice: () => {},
+  };
+  const sql = url ? postgres(url, settings) : postgres(settings);
+  try {
+    const table = options.table;
+    if (command === "migrate") {
+      await migrate(sql, { table });
+      const name = parseTableName(table);
+      console.log(`migrated ${name.qualified} and ${name.spent}`);
+    } else if (command === "purge") {
+      const { codes, tombstones } = await purgeExpired(sql, {
+        table,
+        batchSize: options.batchSize,
+      });
+      console.log(
+        `purged ${codes} expired codes and ${tombstones} expired tombstones`,
+      );
+    } else {
+      const stats = await readStats(sql, table);
+      console.log(
+        options.json ? JSON.stringify(stats) : Object.entries(stats)
+          .map(([k, v]) => `${k.padEnd(20)} ${v ?? "-"}`).join("\n"),
+      );
+    }
+    return 0;
+  } catch (error) {
+    console.error(`error: ${describe(error)}`);
+    return 1;
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+function parse(args: readonly string[]) {
+  const { values, positionals } = parseArgs({
+    args: [...args],
+    allowPositionals: true,
+    options: {
+      table: { type: "string" },
+      "batch-size": { type: "string" },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (positionals.length > 1) {
+    throw new UsageError(`unexpected argument: ${positionals[1]}`);
+  }
+  let command = values.help ? "help" : positionals[0];
+  if (
+    command !== undefined &&
+    !["migrate", "purge", "stats", "help"].includes(command)
+  ) {
+    throw new UsageError(`unknown command: ${command}`);
+  }
+  if (command === undefined && args.length > 0) command = "help";
+  if (values.table !== undefined) parseTableName(values.table);
+  let batchSize: number | undefined;
+  if (values["batch-size"] !== undefined) {
+    batchSize = Number(values["batch-size"]);
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) {
+      throw new UsageError("--batch-size must be an integer from 1 to 100000");
+    }
+  }
+  return {
+    command,
+    options: { table: values.table, batchSize, json: values.json },
+  };
+}
+
+async function readStats(sql: postgres.Sql, table: string | undefined) {
+  const name = parseTableName(table);
+  const [codes] = await sql`
+    select
+      count(*) filter (where expires_at >= now())::int,
+      count(*) filter (where expires_at < now())::int,
+      floor(extract(epoch from now() - min(inserted_at)))::int
+    from ${sql(name.qualified)}
+  `.values();
+  const [tombstones] = await sql`
+    select
+      count(*) filter (where expires_at > now())::int,
+      count(*) filter (where expires_at <= now())::int
+    from ${sql(name.spent)}
+  `.values();
+  return {
+    table: name.qualified,
+    liveCodes: codes![0] as number,
+    expiredCodes: codes![1] as number,
+    oldestCodeAgeSeconds: codes![2] as number | null,
+    tombstones: tombstones![0] as number,
+    expiredTombstones: tombstones![1] as number,
+  };
+}
+
+function describe(error: unknown): string {
+  const e = error as { code?: string; message?: string };
+  switch (e?.code) {
+    case "ECONNREFUSED":
+    case "ENOTFOUND":
+    case "EHOSTUNREACH":
+    case "CONNECT_TIMEOUT":
+      return `cannot reach the database (${e.code}): ${e.message}`;
+    case "42P01":
+      return `${e.message} (run the migrate command first)`;
+    default:
+      return e?.message ?? String(error);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

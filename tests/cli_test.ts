@@ -1,0 +1,133 @@
+/** The command line, run as a process, as scripts would run it. */
+
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+} from "@std/assert";
+import { createCodeStore } from "../mod.ts";
+import {
+  databaseUrl,
+  grant,
+  randomCode,
+  testDatabase,
+} from "./support/database.ts";
+
+const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
+
+/** Runs the CLI with only the given database settings in its environment. */
+async function cli(args: string[], env: Record<string, string> = {}) {
+  const keep = ["HOME", "PATH", "DENO_DIR", "JSR_URL", "XDG_CACHE_HOME"];
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    clearEnv: true,
+    env: {
+      ...Object.fromEntries(
+        keep.flatMap((k) => {
+          const v = Deno.env.get(k);
+          return v === undefined ? [] : [[k, v]];
+        }),
+      ),
+      NO_COLOR: "1",
+      ...env,
+    },
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code, out: decode(stdout), err: decode(stderr) };
+}
+
+Deno.test("`cli --help` prints the usage and exits 0; a bad command or option exits 2", async () => {
+  for (const args of [["--help"], ["-h"], ["help"], []]) {
+    const { code, out } = await cli(args);
+    assertEquals(code, 0);
+    assertStringIncludes(out, "Usage: code-store <command>");
+  }
+  for (
+    const args of [
+      ["frobnicate"],
+      ["migrate", "--tabel", "x"],
+      ["migrate", "extra"],
+      ["migrate", "--table", "Bad;Name"],
+      ["purge", "--batch-size", "0"],
+    ]
+  ) {
+    const { code, err } = await cli(args, { DATABASE_URL: databaseUrl() });
+    assertEquals(code, 2, args.join(" "));
+    assertStringIncludes(err, "error:");
+  }
+});
+
+Deno.test("`cli` without a database configured exits 2 and says how to configure one", async () => {
+  const { code, err } = await cli(["stats"]);
+  assertEquals(code, 2);
+  assertStringIncludes(err, "DATABASE_URL");
+  assertStringIncludes(err, "PGHOST");
+});
+
+Deno.test("`cli` against an unreachable database exits 1 with a clear error, never printing the password", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const { code, err } = await cli(["migrate"], {
+    DATABASE_URL: `postgres://app:s3cret-pw@127.0.0.1:${port}/db`,
+  });
+  assertEquals(code, 1);
+  assertStringIncludes(err, "cannot reach the database (ECONNREFUSED)");
+  assert(!err.includes("s3cret-pw"));
+});
+
+Deno.test("`cli migrate`, `stats` and `purge` work on a table, from DATABASE_URL or PG* variables", async () => {
+  await using t = await testDatabase();
+  const table = `${t.schema}.cli_codes`;
+  const url = new URL(databaseUrl());
+  const pg = {
+    PGHOST: url.hostname,
+    PGPORT: url.port || "5432",
+    PGDATABASE: url.pathname.slice(1),
+    PGUSER: decodeURIComponent(url.username),
+    ...(url.password ? { PGPASSWORD: decodeURIComponent(url.password) } : {}),
+  };
+
+  const migrated = await cli(["migrate", "--table", table], pg);
+  assertEquals(migrated.code, 0, migrated.err);
+  assertEquals(migrated.out.trim(), `migrated ${table} and ${table}_spent`);
+
+  const store = createCodeStore(t.sql, { table });
+  const codes = Array.from({ length: 5 }, () => randomCode());
+  for (const [i, code] of codes.entries()) {
+    await store.put({ code, data: grant(), expiresAt: i < 2 ? 1 : 4102444800 });
+  }
+  await store.take(codes[4]!);
+
+  const stats = await cli(["stats", "--table", table, "--json"], {
+    DATABASE_URL: databaseUrl(),
+  });
+  assertEquals(stats.code, 0, stats.err);
+  const parsed = JSON.parse(stats.out);
+  assertEquals({ ...parsed, oldestCodeAgeSeconds: 0 }, {
+    table,
+    liveCodes: 2,
+    expiredCodes: 2,
+    oldestCodeAgeSeconds: 0,
+    tombstones: 1,
+    expiredTombstones: 0,
+  });
+  assert(parsed.oldestCodeAgeSeconds >= 0);
+
+  const text = await cli(["stats", "--table", table], pg);
+  assertMatch(text.out, /liveCodes\s+2/);
+
+  const purged = await cli(["purge", "--table", table], {
+    DATABASE_URL: databaseUrl(),
+  });
+  assertEquals(purged.code, 0, purged.err);
+  assertEquals(
+    purged.out.trim(),
+    "purged 2 expired codes and 0 expired tombstones",
+  );
+
+  const missing = await cli(["stats", "--table", `${t.schema}.nope`], pg);
+  assertEquals(missing.code, 1);
+  assertStringIncludes(missing.err, "run the migrate command first");
+});

@@ -1,0 +1,160 @@
+/**
+ * The `CodeStore` contract, run against every store: PostgreSQL with and
+ * without coalescing, and the in-memory store for users' unit tests.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
+import {
+  type CodeStore,
+  createCodeStore,
+  DuplicateCodeError,
+  hashCode,
+  InvalidRecordError,
+  type NewCode,
+} from "../mod.ts";
+import { createMemoryCodeStore } from "../src/memory_store.ts";
+import { grant, randomCode, testDatabase } from "./support/database.ts";
+
+interface Subject extends AsyncDisposable {
+  readonly store: CodeStore;
+}
+
+const STORES: Record<string, () => Promise<Subject>> = {
+  "PostgreSQL, coalescing": async () => {
+    const t = await testDatabase();
+    return {
+      store: createCodeStore(t.sql, { table: t.table }),
+      [Symbol.asyncDispose]: () => t[Symbol.asyncDispose](),
+    };
+  },
+  "PostgreSQL, coalesce: false": async () => {
+    const t = await testDatabase();
+    return {
+      store: createCodeStore(t.sql, { table: t.table, coalesce: false }),
+      [Symbol.asyncDispose]: () => t[Symbol.asyncDispose](),
+    };
+  },
+  "memory": () =>
+    Promise.resolve({
+      store: createMemoryCodeStore(),
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    }),
+};
+
+const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+const issue = (data = grant()): NewCode => ({
+  code: randomCode(),
+  data,
+  expiresAt: IN_A_MINUTE,
+});
+
+const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
+  "`take()` returns the exact entry, then null": async (store) => {
+    const input = issue(grant({
+      nonce: "n",
+      claims: { a: [1, { b: null }] },
+      resource: ["https://rs.example/"],
+      grantId: "g",
+    }));
+    await store.put(input);
+    assertEquals(await store.take(input.code), {
+      codeHash: await hashCode(input.code),
+      expiresAt: IN_A_MINUTE,
+      data: { dpopJkt: null, ...input.data },
+    });
+    assertStrictEquals(await store.take(input.code), null);
+  },
+  "`take()` consumes and returns an expired code": async (store) => {
+    const input = { ...issue(), expiresAt: 1 };
+    await store.put(input);
+    assertEquals((await store.take(input.code))?.expiresAt, 1);
+  },
+  "`put()` of a duplicate throws and keeps the original": async (store) => {
+    const input = issue();
+    await store.put(input);
+    await assertRejects(
+      () => store.put({ ...input, data: grant({ subject: "other" }) }),
+      DuplicateCodeError,
+    );
+    assertEquals((await store.take(input.code))?.data.subject, "user-42");
+  },
+  "`put()` rejects an invalid record naming the field": async (store) => {
+    const input = issue(grant({ codeChallengeMethod: "plain" }));
+    const error = await assertRejects(() => store.put(input));
+    assertInstanceOf(error, InvalidRecordError);
+    assertEquals(error.field, "data.codeChallengeMethod");
+    assertStrictEquals(await store.take(input.code), null);
+  },
+  "`take()` and `spent()` reject a non-string, answer null to an impossible code":
+    async (store) => {
+      // deno-lint-ignore no-explicit-any
+      await assertRejects(() => store.take(1 as any), TypeError);
+      // deno-lint-ignore no-explicit-any
+      await assertRejects(() => store.spent(null as any), TypeError);
+      for (const code of ["", "\0", "é", "x".repeat(513)]) {
+        assertStrictEquals(await store.take(code), null);
+        assertStrictEquals(await store.spent(code), null);
+      }
+    },
+  "of 100 concurrent takes exactly one wins, and every loser sees the tombstone":
+    async (store) => {
+      const input = issue(grant({ grantId: "family" }));
+      await store.put(input);
+      const outcomes = await Promise.all(
+        Array.from(
+          { length: 100 },
+          async () =>
+            (await store.take(input.code)) ?? await store.spent(input.code),
+        ),
+      );
+      const winners = outcomes.filter((o) => o && "data" in o);
+      assertEquals(winners.length, 1);
+      for (const o of outcomes) {
+        if (o && !("data" in o)) assertEquals(o.grantId, "family");
+        else assert(o, "a loser saw no tombstone");
+      }
+    },
+  "`spent()` is null before redemption and for codes never issued": async (
+    store,
+  ) => {
+    const input = issue();
+    await store.put(input);
+    assertStrictEquals(await store.spent(input.code), null);
+    assertStrictEquals(await store.spent(randomCode()), null);
+  },
+};
+
+for (const [storeName, open] of Object.entries(STORES)) {
+  for (const [rule, check] of Object.entries(CONTRACT)) {
+    Deno.test(`${storeName}: ${rule}`, async () => {
+      await using subject = await open();
+      await check(subject.store);
+    });
+  }
+}
+
+Deno.test("memory: `purgeExpired()` and tombstone retention follow its clock", async () => {
+  let now = 1_900_000_000_000;
+  const store = createMemoryCodeStore({
+    tombstoneRetention: 60,
+    now: () => now,
+  });
+  const expired = { ...issue(), expiresAt: 1_899_999_999 };
+  const live = { ...issue(), expiresAt: 1_900_000_100 };
+  const spent = issue();
+  for (const input of [expired, live, spent]) await store.put(input);
+  await store.take(spent.code);
+  assertEquals((await store.spent(spent.code))?.spentAt, 1_900_000_000);
+  assertEquals(store.purgeExpired(), { codes: 1, tombstones: 0 });
+  now += 61_000;
+  assertStrictEquals(await store.spent(spent.code), null);
+  assertEquals(store.purgeExpired(), { codes: 0, tombstones: 1 });
+  assert(await store.take(live.code));
+  assertStrictEquals(await store.take(expired.code), null);
+});

@@ -1,0 +1,130 @@
+/** The expiry sweeper. */
+
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
+import { createCodeStore, purgeExpired } from "../mod.ts";
+import {
+  connect,
+  end,
+  grant,
+  randomCode,
+  type TestDatabase,
+  testDatabase,
+} from "./support/database.ts";
+
+const IN_AN_HOUR = Math.floor(Date.now() / 1000) + 3600;
+
+/** Inserts `n` codes directly, expired an hour ago (or live). */
+async function bulk(t: TestDatabase, n: number, expired: boolean) {
+  await t.sql`
+    insert into ${t.sql(t.table)} (code_hash, client_id, subject,
+      redirect_uri, scope, code_challenge, code_challenge_method, expires_at)
+    select translate(rtrim(encode(sha256(convert_to(
+             ${crypto.randomUUID()} || i, 'UTF8')), 'base64'), '='), '+/', '-_'),
+      'c', 'u', 'https://c.example/cb', '{}',
+      'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', 'S256',
+      now() + ${expired ? "-1 hour" : "1 hour"}::interval
+    from generate_series(1, ${n}) i
+  `;
+}
+
+async function counts(t: TestDatabase) {
+  const [{ codes, tombstones }] = await t.sql<
+    [{ codes: number; tombstones: number }]
+  >`
+    select (select count(*) from ${t.sql(t.table)})::int as codes,
+           (select count(*) from ${t.sql(`${t.table}_spent`)})::int
+             as tombstones
+  `;
+  return { codes, tombstones };
+}
+
+Deno.test("`purgeExpired()` deletes expired codes and expired tombstones, in batches, and counts them", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  await bulk(t, 2_500, true);
+  await bulk(t, 100, false);
+  // Tombstones: 30 spent codes, 20 of them made expired.
+  const spent = Array.from({ length: 30 }, () => randomCode());
+  for (const code of spent) {
+    await store.put({ code, data: grant(), expiresAt: IN_AN_HOUR });
+    await store.take(code);
+  }
+  await t.sql`
+    update ${t.sql(`${t.table}_spent`)} set expires_at = now() - interval '1 s'
+    where code_hash in (
+      select code_hash from ${t.sql(`${t.table}_spent`)} limit 20
+    )
+  `;
+
+  const result = await purgeExpired(t.sql, {
+    table: t.table,
+    batchSize: 1000,
+  });
+  assertEquals(result, { codes: 2_500, tombstones: 20 });
+  assertEquals(await counts(t), { codes: 100, tombstones: 10 });
+  assertEquals(
+    await purgeExpired(t.sql, { table: t.table }),
+    { codes: 0, tombstones: 0 },
+  );
+});
+
+Deno.test("takes run during a large purge: none waits for it, none is lost or doubled", async () => {
+  await using t = await testDatabase();
+  await bulk(t, 200_000, true);
+  const setup = createCodeStore(t.sql, { table: t.table });
+  const live = Array.from({ length: 2_000 }, () => randomCode());
+  await Promise.all(
+    live.map((code) =>
+      setup.put({ code, data: grant(), expiresAt: IN_AN_HOUR })
+    ),
+  );
+  const pool = connect({ max: 8 });
+  try {
+    const store = createCodeStore(pool, { table: t.table });
+    let purgeDone = false;
+    const purge = purgeExpired(t.sql, { table: t.table, batchSize: 500 })
+      .finally(() => purgeDone = true);
+    let takenDuringPurge = 0;
+    let next = 0;
+    const wins = new Map<string, number>();
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < live.length) {
+        const code = live[next++]!;
+        if (await store.take(code)) wins.set(code, (wins.get(code) ?? 0) + 1);
+        if (!purgeDone) takenDuringPurge++;
+      }
+    }));
+    const purged = await purge;
+    assertEquals(purged.codes, 200_000);
+    assertEquals(wins.size, live.length, "every live code redeemed");
+    assert([...wins.values()].every((n) => n === 1));
+    // The takes did not queue behind the purge: they finished while it ran.
+    console.log(
+      `purge: ${purged.codes} rows in batches of 500; ${takenDuringPurge} of ` +
+        `${live.length} takes completed while it ran`,
+    );
+    assertEquals(takenDuringPurge, live.length);
+    assertEquals(await counts(t), { codes: 0, tombstones: live.length });
+  } finally {
+    await end(pool);
+  }
+});
+
+Deno.test("`purgeExpired()` validates its options before any SQL", async () => {
+  await using t = await testDatabase();
+  for (
+    const options of [{ batchSize: 0 }, { batchSize: 1.5 }, { table: "x;y" }]
+  ) {
+    // deno-lint-ignore no-explicit-any
+    await assertRejects(() => purgeExpired(t.sql, options as any), TypeError);
+  }
+  assertStrictEquals(
+    (await purgeExpired(t.sql, { table: t.table })).codes,
+    0,
+  );
+});

@@ -1,0 +1,163 @@
+/**
+ * Reuse detection: `take` writes a tombstone in the statement that spends
+ * the code, and `spent` tells a later caller what to revoke.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertLessOrEqual,
+  assertRejects,
+  assertStrictEquals,
+} from "@std/assert";
+import { createCodeStore, hashCode } from "../mod.ts";
+import {
+  connect,
+  end,
+  grant,
+  randomCode,
+  statementCounter,
+  testDatabase,
+} from "./support/database.ts";
+
+const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+
+Deno.test("`spent()` returns the tombstone of a redeemed code: client, subject, grant id, when", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  const code = randomCode();
+  await store.put({
+    code,
+    data: grant({ grantId: "family-7" }),
+    expiresAt: IN_A_MINUTE,
+  });
+  assertStrictEquals(await store.spent(code), null, "not redeemed yet");
+  const before = Math.floor(Date.now() / 1000);
+  assert(await store.take(code));
+  const tombstone = await store.spent(code);
+  assertEquals(tombstone && { ...tombstone, spentAt: 0 }, {
+    codeHash: await hashCode(code),
+    clientId: "s6BhdRkqt3",
+    subject: "user-42",
+    grantId: "family-7",
+    spentAt: 0,
+  });
+  assert(tombstone!.spentAt >= before - 1 && tombstone!.spentAt <= before + 60);
+  // Nothing else of the grant is kept.
+  const [row] = await t.sql`select * from ${t.sql(`${t.table}_spent`)}`;
+  assertEquals(Object.keys(row!).sort(), [
+    "client_id",
+    "code_hash",
+    "expires_at",
+    "grant_id",
+    "spent_at",
+    "subject",
+  ]);
+});
+
+Deno.test("`spent()` answers null for a code never issued, and without a query for an impossible one", async () => {
+  let queries = 0;
+  await using t = await testDatabase({ debug: () => queries++ });
+  const store = createCodeStore(t.sql, { table: t.table });
+  assertStrictEquals(await store.spent(randomCode()), null);
+  queries = 0;
+  for (const code of ["", "\0", "a".repeat(600), "é"]) {
+    assertStrictEquals(await store.spent(code), null);
+  }
+  assertEquals(queries, 0);
+  // deno-lint-ignore no-explicit-any
+  await assertRejects(() => store.spent(42 as any), TypeError);
+});
+
+for (const coalesce of [true, false]) {
+  Deno.test(`after a race every loser sees the winner's tombstone (coalesce: ${coalesce})`, async () => {
+    await using t = await testDatabase();
+    const pools = Array.from({ length: 4 }, () => connect({ max: 5 }));
+    try {
+      const stores = pools.map((sql) =>
+        createCodeStore(sql, { table: t.table, coalesce })
+      );
+      for (let round = 0; round < 5; round++) {
+        const code = randomCode();
+        await stores[0]!.put({
+          code,
+          data: grant({ grantId: `family-${round}` }),
+          expiresAt: IN_A_MINUTE,
+        });
+        const outcomes = await Promise.all(
+          Array.from({ length: 40 }, async (_, i) => {
+            const store = stores[i % 4]!;
+            const entry = await store.take(code);
+            return entry ? "won" : await store.spent(code);
+          }),
+        );
+        assertEquals(outcomes.filter((o) => o === "won").length, 1);
+        for (const outcome of outcomes.filter((o) => o !== "won")) {
+          assert(outcome !== null, "a loser saw no tombstone");
+          assertEquals(
+            typeof outcome === "object" && outcome.grantId,
+            `family-${round}`,
+          );
+        }
+      }
+    } finally {
+      await Promise.all(pools.map(end));
+    }
+  });
+}
+
+Deno.test("the tombstone is written by the statement that spends the code: one statement, all or nothing", async () => {
+  await using t = await testDatabase();
+  const statements = await statementCounter(t);
+  const store = createCodeStore(t.sql, { table: t.table });
+  const code = randomCode();
+  await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+  const before = await statements();
+  assert(await store.take(code));
+  assertEquals(await statements() - before, 1, "one DELETE statement");
+  assert(await store.spent(code));
+
+  // Without its tombstone table the statement fails as a whole: the code
+  // is not spent.
+  const other = randomCode();
+  await store.put({ code: other, data: grant(), expiresAt: IN_A_MINUTE });
+  await t.sql`drop table ${t.sql(`${t.table}_spent`)}`;
+  const error = await assertRejects(() => store.take(other));
+  assertEquals((error as { code?: string }).code, "42P01");
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(t.table)}
+  `;
+  assertEquals(n, 1);
+});
+
+Deno.test("tombstones expire after the retention", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, {
+    table: t.table,
+    tombstoneRetention: 1,
+  });
+  const code = randomCode();
+  await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+  await store.take(code);
+  assert(await store.spent(code));
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  assertStrictEquals(await store.spent(code), null);
+  const [{ remaining }] = await t.sql<[{ remaining: number }]>`
+    select extract(epoch from expires_at - spent_at)::float8 as remaining
+    from ${t.sql(`${t.table}_spent`)}
+  `;
+  assertLessOrEqual(remaining, 1);
+});
+
+Deno.test("`tombstoneRetention` is validated", async () => {
+  await using t = await testDatabase();
+  for (const retention of [0, -1, 1.5, NaN, "60", 400 * 86_400 * 30]) {
+    try {
+      // deno-lint-ignore no-explicit-any
+      createCodeStore(t.sql, { tombstoneRetention: retention } as any);
+      throw new Error(`accepted ${retention}`);
+    } catch (error) {
+      assert(error instanceof TypeError, String(error));
+    }
+  }
+});
