@@ -258,3 +258,15 @@ Deno.test("`migrate()` upgrades a database made by 0.1: its codes survive and ca
   await store.put({ ...fresh, data: grant({ grantId: "family-1" }) });
   assertEquals((await store.take(fresh.code))?.data.grantId, "family-1");
 });
+
+Deno.test("the README shows exactly the DDL `migrationSql()` returns", async () => {
+  const readme = await Deno.readTextFile(
+    new URL("../README.md", import.meta.url),
+  );
+  const section = readme.slice(readme.indexOf("### The tables"));
+  const ddl = section.slice(
+    section.indexOf("```sql\n") + "```sql\n".length,
+    section.indexOf("\n```"),
+  );
+  assertEquals(ddl, migrationSql().trimEnd());
+});
