@@ -264,9 +264,7 @@ Deno.test("the README shows exactly the DDL `migrationSql()` returns", async () 
     new URL("../README.md", import.meta.url),
   );
   const section = readme.slice(readme.indexOf("### The tables"));
-  const ddl = section.slice(
-    section.indexOf("```sql\n") + "```sql\n".length,
-    section.indexOf("\n```"),
-  );
+  const start = section.indexOf("```sql\n") + "```sql\n".length;
+  const ddl = section.slice(start, section.indexOf("\n```", start));
   assertEquals(ddl, migrationSql().trimEnd());
 });
