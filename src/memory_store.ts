@@ -116,6 +116,8 @@ export function createMemoryCodeStore(
           codeHash: row.code_hash,
           clientId: row.client_id,
           subject: row.subject,
+          redirectUri: row.redirect_uri,
+          codeChallenge: row.code_challenge,
           grantId: row.grant_id,
           spentAt: Math.floor(spentAt / 1000),
         },

@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS ${spent} (
   code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
   client_id text NOT NULL,
   subject text NOT NULL,
+  redirect_uri text NOT NULL,
+  code_challenge text NOT NULL,
   grant_id text,
   spent_at timestamptz NOT NULL,
   expires_at timestamptz NOT NULL

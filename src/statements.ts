@@ -154,13 +154,15 @@ export async function deleteMany(
 function tombstones(sql: Sql, { spent, retention }: Tables) {
   return sql`
     tombstones as (
-      insert into ${sql(spent)}
-        (code_hash, client_id, subject, grant_id, spent_at, expires_at)
-      select code_hash, client_id, subject, grant_id, now(),
-        now() + make_interval(secs => ${retention})
+      insert into ${sql(spent)} (code_hash, client_id, subject, redirect_uri,
+        code_challenge, grant_id, spent_at, expires_at)
+      select code_hash, client_id, subject, redirect_uri, code_challenge,
+        grant_id, now(), now() + make_interval(secs => ${retention})
       from spent
       on conflict (code_hash) do update set
         client_id = excluded.client_id, subject = excluded.subject,
+        redirect_uri = excluded.redirect_uri,
+        code_challenge = excluded.code_challenge,
         grant_id = excluded.grant_id, spent_at = excluded.spent_at,
         expires_at = excluded.expires_at
     )
@@ -180,16 +182,26 @@ export async function findSpent(
   const [row] = await deadline(
     "spent",
     sql`
-      select code_hash, client_id, subject, grant_id,
-        floor(extract(epoch from spent_at))::float8
+      select code_hash, client_id, subject, redirect_uri, code_challenge,
+        grant_id, floor(extract(epoch from spent_at))::float8
       from ${sql(table)}
       where code_hash = ${hash} and expires_at > now()
     `.values(),
     timeout,
   );
   if (!row) return null;
-  const [codeHash, clientId, subject, grantId, spentAt] = row;
-  return { codeHash, clientId, subject, grantId, spentAt } as SpentCode;
+  const [codeHash, clientId, subject, redirectUri, codeChallenge, grantId] =
+    row;
+  const spentAt = row[6];
+  return {
+    codeHash,
+    clientId,
+    subject,
+    redirectUri,
+    codeChallenge,
+    grantId,
+    spentAt,
+  } as SpentCode;
 }
 
 /**

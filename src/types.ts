@@ -93,6 +93,14 @@ export interface SpentCode {
   readonly clientId: string;
   /** The resource owner. */
   readonly subject: string;
+  /** The `redirectUri` the code was issued for. */
+  readonly redirectUri: string;
+  /**
+   * The PKCE `code_challenge` of the code: with it, a replay can be checked
+   * against the `code_verifier` it presents (RFC 7636 §4.6) before tokens are
+   * revoked.
+   */
+  readonly codeChallenge: string;
   /** The `grantId` given at `put`, or `null`. */
   readonly grantId: string | null;
   /** When the code was redeemed, in integer seconds since the Unix epoch. */

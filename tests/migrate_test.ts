@@ -203,6 +203,8 @@ Deno.test("`migrate()` creates the tombstone table beside the codes table", asyn
     "code_hash",
     "client_id",
     "subject",
+    "redirect_uri",
+    "code_challenge",
     "grant_id",
     "spent_at",
     "expires_at",

@@ -39,17 +39,21 @@ Deno.test("`spent()` returns the tombstone of a redeemed code: client, subject, 
     codeHash: await hashCode(code),
     clientId: "s6BhdRkqt3",
     subject: "user-42",
+    redirectUri: "https://client.example.org/cb",
+    codeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
     grantId: "family-7",
     spentAt: 0,
   });
   assert(tombstone!.spentAt >= before - 1 && tombstone!.spentAt <= before + 60);
-  // Nothing else of the grant is kept.
+  // Nothing else of the grant is kept: no scope, claims, nonce.
   const [row] = await t.sql`select * from ${t.sql(`${t.table}_spent`)}`;
   assertEquals(Object.keys(row!).sort(), [
     "client_id",
+    "code_challenge",
     "code_hash",
     "expires_at",
     "grant_id",
+    "redirect_uri",
     "spent_at",
     "subject",
   ]);
