@@ -67,6 +67,7 @@ try {
     data: {
       clientId: "demo-client",
       subject: "user-42",
+      grantId: crypto.randomUUID(),
       redirectUri: "http://127.0.0.1:8000/callback",
       scope: ["openid", "profile"],
       codeChallenge: challenge,
@@ -134,13 +135,22 @@ try {
       } the stored S256 challenge`,
     );
     const replay = await stores[1]!.take(code);
+    const tombstone = await stores[2]!.spent(code);
     console.log(`replay     take() of the same code now returns ${replay}`);
+    console.log(
+      `           spent() shows its tombstone: client ${tombstone?.clientId}, ` +
+        `grant ${tombstone?.grantId?.slice(0, 8)}..., spent at ${
+          tombstone && new Date(tombstone.spentAt * 1000).toISOString()
+        }`,
+    );
     exitCode = winners.length === 1 && errors.length === 0 && pkce &&
-        replay === null
+        replay === null && tombstone?.grantId === data.grantId
       ? 0
       : 1;
   }
-  if (!server) await admin`drop table ${admin(table)}`;
+  if (!server) {
+    await admin`drop table ${admin(table)}, ${admin(`${table}_spent`)}`;
+  }
 } finally {
   await Promise.all(pools.map((sql) => sql.end({ timeout: 5 })));
   if (server) {
