@@ -368,8 +368,7 @@ try {
       true,
     );
     if (ceiling) {
-      (take["pgbench: the store's statement"] ??= {})[callers] =
-        ceiling;
+      (take["pgbench: the store's statement"] ??= {})[callers] = ceiling;
     }
     for (const [name, pattern] of Object.entries(PATTERNS)) {
       await admin.unsafe(
