@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { createCodeStore, hashCode, migrate, type NewCode } from "../mod.ts";
-import { EmbeddedPostgres } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -47,14 +47,9 @@ interface Measure {
 
 // ---------------------------------------------------------------- setup --
 
-let server: EmbeddedPostgres | undefined;
-let url = Deno.env.get("DATABASE_URL");
-if (!url) {
-  server = await EmbeddedPostgres.create({
-    settings: { max_connections: 400 },
-  });
-  url = server.url;
-}
+const { url, server } = await databaseFromEnv({
+  settings: { max_connections: 400 },
+});
 const admin = postgres(url, { max: 2, onnotice: () => {} });
 const schema = `bench_${crypto.randomUUID().slice(0, 8)}`;
 const table = (name: string) => `${schema}.${name}`;
@@ -104,7 +99,7 @@ function newCode(prefix: string, i: number): NewCode {
 }
 
 async function pool(connections: number): Promise<Sql> {
-  const sql = postgres(url!, {
+  const sql = postgres(url, {
     max: connections,
     fetch_types: false,
     onnotice: () => {},
@@ -250,7 +245,7 @@ async function pgbench(
         `--log-prefix=${dir}/log`,
         "-f",
         `${dir}/script.sql`,
-        url!,
+        url,
       ],
       stdout: "piped",
       stderr: "piped",

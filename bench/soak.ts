@@ -17,7 +17,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { migrate } from "../mod.ts";
-import { EmbeddedPostgres } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
 import { type LoadReport, runLoad } from "../tests/support/load.ts";
 
 const { values } = parseArgs({
@@ -56,12 +56,7 @@ if (racers % processes !== 0) {
   Deno.exit(2);
 }
 
-let server: EmbeddedPostgres | undefined;
-let url = Deno.env.get("DATABASE_URL");
-if (!url) {
-  server = await EmbeddedPostgres.create();
-  url = server.url;
-}
+const { url, server } = await databaseFromEnv();
 const sql = postgres(url, { max: 1, onnotice: () => {} });
 const schema = `soak_${crypto.randomUUID().replaceAll("-", "")}`;
 const table = `${schema}.codes`;

@@ -25,7 +25,7 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { timingSafeEqual } from "@std/crypto/timing-safe-equal";
 import { type CodeStore, createCodeStore, migrate } from "../mod.ts";
-import { EmbeddedPostgres } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
 
 /** The one registered client: public, loopback redirect URIs (RFC 8252). */
 export const CLIENT_ID = "demo-client";
@@ -370,12 +370,7 @@ if (import.meta.main) {
     console.error("--port must be a port number");
     Deno.exit(2);
   }
-  let database: EmbeddedPostgres | undefined;
-  let url = Deno.env.get("DATABASE_URL");
-  if (!url) {
-    database = await EmbeddedPostgres.create();
-    url = database.url;
-  }
+  const { url, server: database } = await databaseFromEnv();
   const sql = postgres(url, {
     fetch_types: false,
     backoff: false,

@@ -11,7 +11,7 @@
 import postgres from "postgres";
 import { timingSafeEqual } from "@std/crypto/timing-safe-equal";
 import { type CodeEntry, createCodeStore, migrate } from "../mod.ts";
-import { EmbeddedPostgres } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
 
 const REDEMPTIONS = 1000;
 const POOLS = 4;
@@ -26,22 +26,19 @@ const sha256 = async (text: string) =>
 
 console.log("@attesto/code-store demo\n");
 
-let server: EmbeddedPostgres | undefined;
-let url = Deno.env.get("DATABASE_URL");
-let table = "authorization_codes";
-if (url) {
-  table = `code_store_demo_${crypto.randomUUID().slice(0, 8)}`;
-  console.log(`database   DATABASE_URL, table "${table}"`);
-} else {
-  const started = performance.now();
-  server = await EmbeddedPostgres.create();
-  url = server.url;
-  console.log(
-    `database   embedded PostgreSQL on port ${server.port}, started in ${
-      ms(performance.now() - started)
-    }`,
-  );
-}
+const starting = performance.now();
+const { url, server } = await databaseFromEnv();
+// On a server of the user's, a table of its own, dropped at the end.
+const table = server
+  ? "authorization_codes"
+  : `code_store_demo_${crypto.randomUUID().slice(0, 8)}`;
+console.log(
+  server
+    ? `database   embedded PostgreSQL on port ${server.port}, started in ${
+      ms(performance.now() - starting)
+    }`
+    : `database   DATABASE_URL, table "${table}"`,
+);
 
 const pools = Array.from(
   { length: POOLS },

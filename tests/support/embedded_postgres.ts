@@ -239,6 +239,29 @@ export class EmbeddedPostgres {
   }
 }
 
+/** The server to use, and the embedded one started for it, if any. */
+export interface Database {
+  /** A connection string. */
+  readonly url: string;
+  /** The embedded server, to `destroy()` when done; `undefined` for `DATABASE_URL`. */
+  readonly server: EmbeddedPostgres | undefined;
+}
+
+/**
+ * `DATABASE_URL` if it is set; otherwise a fresh embedded server, which the
+ * caller destroys when done.
+ *
+ * @param options Settings for an embedded server.
+ */
+export async function databaseFromEnv(
+  options: EmbeddedPostgresOptions = {},
+): Promise<Database> {
+  const url = Deno.env.get("DATABASE_URL");
+  if (url) return { url, server: undefined };
+  const server = await EmbeddedPostgres.create(options);
+  return { url: server.url, server };
+}
+
 function signal(child: Deno.ChildProcess, name: Deno.Signal): void {
   try {
     child.kill(name);

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { EmbeddedPostgres } from "./embedded_postgres.ts";
+import { databaseFromEnv } from "./embedded_postgres.ts";
 
 const [command, ...args] = Deno.args;
 if (!command) {
@@ -18,20 +18,15 @@ if (!command) {
   Deno.exit(2);
 }
 
-let server: EmbeddedPostgres | undefined;
-let url = Deno.env.get("DATABASE_URL");
-if (url) {
-  console.error(`Using DATABASE_URL (${redact(url)}).`);
-} else {
-  const started = performance.now();
-  server = await EmbeddedPostgres.create();
-  url = server.url;
-  console.error(
-    `Started an embedded PostgreSQL on port ${server.port} in ${
+const started = performance.now();
+const { url, server } = await databaseFromEnv();
+console.error(
+  server
+    ? `Started an embedded PostgreSQL on port ${server.port} in ${
       Math.round(performance.now() - started)
-    } ms.`,
-  );
-}
+    } ms.`
+    : `Using DATABASE_URL (${redact(url)}).`,
+);
 
 const child = new Deno.Command(command === "deno" ? Deno.execPath() : command, {
   args,
