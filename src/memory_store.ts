@@ -81,10 +81,11 @@ interface Tombstone {
 export function createMemoryCodeStore(
   options: MemoryCodeStoreOptions = {},
 ): MemoryCodeStore {
-  const retention = validateRetention(
-    options.tombstoneRetention ?? DEFAULT_TOMBSTONE_RETENTION,
-  );
-  const now = options.now ?? Date.now;
+  const {
+    tombstoneRetention = DEFAULT_TOMBSTONE_RETENTION,
+    now = Date.now,
+  } = options;
+  const retention = validateRetention(tombstoneRetention);
   const codes = new Map<string, CodeRow>();
   const tombstones = new Map<string, Tombstone>();
 

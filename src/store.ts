@@ -159,15 +159,15 @@ export interface CodeStore {
 /**
  * Creates a code store on a PostgreSQL table (see `migrate`).
  *
- * The store works with any postgres.js options: it sends the row as one
- * JSON parameter and reads it back as JSON text, so `prepare: false` (for
- * PgBouncer) and `fetch_types: false` are fine, and column or value
- * `transform`s never touch the stored claims.
+ * The store works with any postgres.js options: it sends a row as one
+ * `jsonb` parameter and reads it back as text columns (arrays and claims as
+ * JSON text), so `prepare: false` (for PgBouncer) and `fetch_types: false`
+ * are fine, and column or value `transform`s never touch the stored claims.
  *
  * @param repo A postgres.js `Sql` instance, or a function returning one
  * (called on every operation).
  * @param options The table, the timeout, coalescing and tombstone retention.
- * @returns The store: `put` and `take` closures.
+ * @returns The store: `put`, `take` and `spent` closures.
  * @throws {TypeError} If `repo` is missing or not a function,
  * `options.table` is not a valid identifier, or another option is out of
  * range.
@@ -217,15 +217,16 @@ export function createCodeStore(
     );
   }
   const name = parseTableName(options.table);
-  const retention = validateRetention(
-    options.tombstoneRetention ?? DEFAULT_TOMBSTONE_RETENTION,
-  );
+  const {
+    timeout = DEFAULT_TIMEOUT,
+    tombstoneRetention = DEFAULT_TOMBSTONE_RETENTION,
+  } = options;
+  const retention = validateRetention(tombstoneRetention);
   const tables: Tables = {
     codes: name.qualified,
     spent: name.spent,
     retention,
   };
-  const { timeout = DEFAULT_TIMEOUT } = options;
   if (
     typeof timeout !== "number" || !(timeout > 0) ||
     (timeout > MAX_TIMER && timeout !== Infinity)

@@ -155,7 +155,7 @@ Deno.test("tombstones expire after the retention", async () => {
 
 Deno.test("`tombstoneRetention` is validated", async () => {
   await using t = await testDatabase();
-  for (const retention of [0, -1, 1.5, NaN, "60", 400 * 86_400 * 30]) {
+  for (const retention of [0, -1, 1.5, NaN, "60", null, 400 * 86_400 * 30]) {
     try {
       // deno-lint-ignore no-explicit-any
       createCodeStore(t.sql, { tombstoneRetention: retention } as any);
