@@ -26,6 +26,21 @@ export function isCodeSyntax(code: string): boolean {
 }
 
 /**
+ * The hash of a code presented for redemption, or `undefined` for a string
+ * no server could have issued (see {@linkcode isCodeSyntax}), which needs
+ * no lookup. The check is synchronous, so a caller can settle other
+ * preconditions before awaiting the hash.
+ *
+ * @throws {TypeError} If `code` is not a string.
+ */
+export function presentedHash(code: unknown): Promise<string> | undefined {
+  if (typeof code !== "string") {
+    throw new TypeError("the authorization code must be a string");
+  }
+  return isCodeSyntax(code) ? hashCode(code) : undefined;
+}
+
+/**
  * Hashes an authorization code the way the store keys it: SHA-256 over the
  * UTF-8 bytes of the code (Web Crypto), encoded as base64url without padding
  * (RFC 4648 §5). The result is always 43 characters.

@@ -37,7 +37,7 @@
  */
 
 import { DuplicateCodeError } from "./errors.ts";
-import { hashCode, isCodeSyntax } from "./hash_code.ts";
+import { hashCode, presentedHash } from "./hash_code.ts";
 import type { PurgeResult } from "./purge.ts";
 import { type CodeRow, rowOf, toRecord, validateNewCode } from "./schema.ts";
 import {
@@ -89,13 +89,6 @@ export function createMemoryCodeStore(
   const codes = new Map<string, CodeRow>();
   const tombstones = new Map<string, Tombstone>();
 
-  const hashOf = async (code: unknown): Promise<string | undefined> => {
-    if (typeof code !== "string") {
-      throw new TypeError("the authorization code must be a string");
-    }
-    return isCodeSyntax(code) ? await hashCode(code) : undefined;
-  };
-
   return {
     async put(input: NewCode): Promise<void> {
       const { code, data, expiresAt } = validateNewCode(input);
@@ -106,7 +99,7 @@ export function createMemoryCodeStore(
     },
 
     async take(code: string): Promise<CodeEntry | null> {
-      const hash = await hashOf(code);
+      const hash = await presentedHash(code);
       const row = hash === undefined ? undefined : codes.get(hash);
       if (!row) return null;
       // No await from the read to the delete: one caller gets the row.
@@ -128,7 +121,7 @@ export function createMemoryCodeStore(
     },
 
     async spent(code: string): Promise<SpentCode | null> {
-      const hash = await hashOf(code);
+      const hash = await presentedHash(code);
       const tombstone = hash === undefined ? undefined : tombstones.get(hash);
       return tombstone && tombstone.keepUntil > now()
         ? { ...tombstone.spent }

@@ -101,7 +101,7 @@ export async function deleteOne(
     `.values(),
     timeout,
   );
-  return spent ? toRecord(rowOf(spent)) : null;
+  return spent ? toRecord(rowFromColumns(spent)) : null;
 }
 
 /**
@@ -132,7 +132,7 @@ export async function deleteMany(
   );
   const rows = new Map<string, CodeRow>();
   for (const values of spent) {
-    const row = rowOf(values);
+    const row = rowFromColumns(values);
     rows.set(row.code_hash, row);
   }
   return hashes.map((hash) => {
@@ -233,7 +233,7 @@ function selectSpent(sql: Sql) {
 }
 
 /** The row read by {@linkcode selectSpent}. */
-function rowOf(values: readonly unknown[]): CodeRow {
+function rowFromColumns(values: readonly unknown[]): CodeRow {
   const [hash, client, subject, uri, scope, challenge, method, ...rest] =
     values;
   const [nonce, jkt, claims, resource, expiresAt, grantId] = rest;

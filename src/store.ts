@@ -7,7 +7,7 @@
 import type { Sql } from "postgres";
 import { type BatchRunner, coalescer } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
-import { hashCode, isCodeSyntax } from "./hash_code.ts";
+import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
 import {
   deleteMany,
@@ -265,21 +265,15 @@ export function createCodeStore(
     },
 
     async take(code: string): Promise<CodeEntry | null> {
-      if (typeof code !== "string") {
-        throw new TypeError("the authorization code must be a string");
-      }
+      const hash = presentedHash(code);
       const sql = database();
-      if (!isCodeSyntax(code)) return null;
-      return statements(sql).take(await hashCode(code));
+      return hash ? statements(sql).take(await hash) : null;
     },
 
     async spent(code: string): Promise<SpentCode | null> {
-      if (typeof code !== "string") {
-        throw new TypeError("the authorization code must be a string");
-      }
+      const hash = presentedHash(code);
       const sql = database();
-      if (!isCodeSyntax(code)) return null;
-      return findSpent(sql, tables, await hashCode(code), timeout);
+      return hash ? findSpent(sql, tables, await hash, timeout) : null;
     },
   };
 }
