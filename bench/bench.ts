@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { createCodeStore, hashCode, migrate, type NewCode } from "../mod.ts";
-import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,

@@ -17,8 +17,8 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { migrate } from "../mod.ts";
-import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
-import { type LoadReport, runLoad } from "../tests/support/load.ts";
+import { databaseFromEnv } from "../tools/embedded_postgres.ts";
+import { type LoadReport, runLoad } from "../tools/load/load.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

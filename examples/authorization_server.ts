@@ -25,7 +25,7 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { timingSafeEqual } from "@std/crypto/timing-safe-equal";
 import { type CodeStore, createCodeStore, migrate } from "../mod.ts";
-import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 
 /** The one registered client: public, loopback redirect URIs (RFC 8252). */
 export const CLIENT_ID = "demo-client";

@@ -11,7 +11,7 @@
 import postgres from "postgres";
 import { timingSafeEqual } from "@std/crypto/timing-safe-equal";
 import { type CodeEntry, createCodeStore, migrate } from "../mod.ts";
-import { databaseFromEnv } from "../tests/support/embedded_postgres.ts";
+import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 
 const REDEMPTIONS = 1000;
 const POOLS = 4;

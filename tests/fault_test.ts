@@ -28,7 +28,7 @@ import {
   randomCode,
   testDatabase,
 } from "./support/database.ts";
-import { EmbeddedPostgres } from "./support/embedded_postgres.ts";
+import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
 
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 /** The pool settings the README recommends. */

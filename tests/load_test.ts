@@ -1,10 +1,11 @@
 import { assertEquals } from "@std/assert";
-import { testDatabase } from "./support/database.ts";
-import { runLoad } from "./support/load.ts";
+import { databaseUrl, testDatabase } from "./support/database.ts";
+import { runLoad } from "../tools/load/load.ts";
 
 Deno.test("10,000 codes, each raced by 4 callers in 2 processes over 4 pools: 10,000 winners, nothing left", async () => {
   await using t = await testDatabase();
   const report = await runLoad({
+    url: databaseUrl(),
     table: t.table,
     codes: 10_000,
     processes: 2,

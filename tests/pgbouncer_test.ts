@@ -14,7 +14,7 @@ import {
   randomCode,
   testDatabase,
 } from "./support/database.ts";
-import { runLoad } from "./support/load.ts";
+import { runLoad } from "../tools/load/load.ts";
 import { pgbouncerPath, startPgBouncer } from "./support/pgbouncer.ts";
 
 const ignore = pgbouncerPath === undefined;

@@ -7,12 +7,13 @@ import {
 } from "../mod.ts";
 import {
   connect,
+  databaseUrl,
   end,
   grant,
   randomCode,
   testDatabase,
 } from "./support/database.ts";
-import { runLoad } from "./support/load.ts";
+import { runLoad } from "../tools/load/load.ts";
 
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
@@ -97,6 +98,7 @@ Deno.test("the same race double-redeems with a check-then-delete store (control)
 Deno.test("of concurrent `take()`s in 3 OS processes, exactly one gets each entry", async () => {
   await using t = await testDatabase();
   const report = await runLoad({
+    url: databaseUrl(),
     table: t.table,
     codes: 50,
     processes: 3,

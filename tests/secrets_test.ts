@@ -21,7 +21,7 @@ import {
   OperationTimeoutError,
 } from "../mod.ts";
 import { grant, randomCode } from "./support/database.ts";
-import { EmbeddedPostgres } from "./support/embedded_postgres.ts";
+import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
 
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 

@@ -6,13 +6,11 @@
 
 import postgres from "postgres";
 import { migrate } from "../../mod.ts";
+import type { PoolOptions } from "../../tools/load/load_plan.ts";
+
+export type { PoolOptions };
 
 type Sql = postgres.Sql;
-
-/** Options of a postgres.js pool. */
-export type PoolOptions = postgres.Options<
-  Record<string, postgres.PostgresType>
->;
 
 /** The server under test; `deno task test` sets it. */
 export function databaseUrl(): string {

@@ -8,7 +8,11 @@
 
 import postgres from "postgres";
 import { type CodeEntry, hashCode, type NewCode } from "../../mod.ts";
-import type { PoolOptions } from "./database.ts";
+
+/** Options of a postgres.js pool. */
+export type PoolOptions = postgres.Options<
+  Record<string, postgres.PostgresType>
+>;
 
 /** What one worker process needs to know. */
 export interface WorkerPlan {

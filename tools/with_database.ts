@@ -4,7 +4,7 @@
  * for the run and stopped afterwards (also on SIGINT/SIGTERM).
  *
  * ```sh
- * deno run -A tests/support/with_database.ts deno test -A
+ * deno run -A tools/with_database.ts deno test -A
  * ```
  *
  * @module

@@ -10,8 +10,7 @@
  */
 
 import postgres from "postgres";
-import { databaseUrl, type PoolOptions } from "./database.ts";
-import type { WorkerPlan } from "./load_plan.ts";
+import type { PoolOptions, WorkerPlan } from "./load_plan.ts";
 
 /** A load run. */
 export interface LoadOptions {
@@ -30,8 +29,8 @@ export interface LoadOptions {
   readonly round?: number;
   /** postgres.js options for the workers' pools. */
   readonly poolOptions?: PoolOptions;
-  /** The server (default `DATABASE_URL`). */
-  readonly url?: string;
+  /** The server. */
+  readonly url: string;
   /** Called after each round. */
   readonly onProgress?: (done: number, report: LoadReport) => void;
 }
@@ -63,7 +62,7 @@ const WORKER = new URL("./load_worker.ts", import.meta.url).pathname;
 
 /** Runs the load and reports. */
 export async function runLoad(options: LoadOptions): Promise<LoadReport> {
-  const url = options.url ?? databaseUrl();
+  const url = options.url;
   const round = options.round ?? 1000;
   const seed = crypto.randomUUID();
   const workers = Array.from(

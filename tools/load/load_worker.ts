@@ -15,7 +15,6 @@
 
 import { equal } from "@std/assert/equal";
 import { createCodeStore } from "../../mod.ts";
-import { end } from "./database.ts";
 import {
   connectTo,
   entryFor,
@@ -54,7 +53,7 @@ for await (const line of lines(Deno.stdin.readable)) {
     reply(await take(plan!, command.from, command.to));
   }
 }
-await Promise.all(pools.map(end));
+await Promise.all(pools.map((sql) => sql.end({ timeout: 5 })));
 
 async function put(plan: WorkerPlan) {
   const errors: Record<string, number> = {};
