@@ -138,40 +138,54 @@ export class MissingRepositoryError extends CodeStoreError {
 }
 
 /**
- * The database did not answer within the store's `timeout`. The query was
- * cancelled; if it had already reached the server it may or may not have
- * taken effect (a `take` may have spent the code, a `put` may have stored
- * it), but no entry is ever returned to two callers.
+ * A call got no answer within the store's `timeout`. {@linkcode sent} tells
+ * whether its statement had reached the database: if not, the call had no
+ * effect (a `take` spent nothing, a `put` stored nothing) and never will;
+ * if so, it may or may not have taken effect (a `take` may have spent the
+ * code, a `put` may have stored it), and the statement is cancelled once no
+ * call in it still waits. Either way, no entry is ever returned to two
+ * callers.
  *
  * @example
  * ```ts
  * import { OperationTimeoutError } from "@attesto/code-store";
  * import { assertEquals } from "@std/assert";
  *
- * const error = new OperationTimeoutError("take", 5000);
+ * const error = new OperationTimeoutError("take", 5000, false);
  * assertEquals(error.code, "ERR_OPERATION_TIMEOUT");
  * assertEquals(error.timeout, 5000);
+ * assertEquals(error.sent, false);
  * ```
  */
 export class OperationTimeoutError extends CodeStoreError {
   /** The stable code of this error kind. */
   static readonly code = "ERR_OPERATION_TIMEOUT";
 
-  /** The timeout that elapsed, in milliseconds. */
+  /** The store's `timeout` that elapsed, in milliseconds. */
   readonly timeout: number;
+
+  /**
+   * Whether the call's statement had been sent to the database: `false`
+   * means it had no effect.
+   */
+  readonly sent: boolean;
 
   /**
    * Creates the error.
    *
    * @param operation The store operation, such as `"take"`.
-   * @param timeout The timeout that elapsed, in milliseconds.
+   * @param timeout The store's timeout, in milliseconds.
+   * @param sent Whether the statement had been sent to the database.
    */
-  constructor(operation: string, timeout: number) {
+  constructor(operation: string, timeout: number, sent: boolean) {
     super(
       OperationTimeoutError.code,
       `${operation}() got no answer from the database within ${timeout} ms; ` +
-        "the query was cancelled and may or may not have taken effect",
+        (sent
+          ? "its statement had been sent and may or may not have taken effect"
+          : "its statement had not been sent and has no effect"),
     );
     this.timeout = timeout;
+    this.sent = sent;
   }
 }

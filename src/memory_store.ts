@@ -93,8 +93,14 @@ export function createMemoryCodeStore(
     async put(input: NewCode): Promise<void> {
       const { code, data, expiresAt } = validateNewCode(input);
       const row = rowOf({ codeHash: await hashCode(code), data, expiresAt });
-      // No await from the check to the write: atomic in this process.
-      if (codes.has(row.code_hash)) throw new DuplicateCodeError();
+      // No await from the check to the write: atomic in this process. A
+      // code redeemed while its tombstone lasts is used up, as in PostgreSQL.
+      const tombstone = tombstones.get(row.code_hash);
+      if (
+        codes.has(row.code_hash) || (tombstone && tombstone.keepUntil > now())
+      ) {
+        throw new DuplicateCodeError();
+      }
       codes.set(row.code_hash, row);
     },
 

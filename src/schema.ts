@@ -9,7 +9,13 @@
 
 import { InvalidRecordError } from "./errors.ts";
 import { isCodeSyntax, MAX_CODE_LENGTH } from "./hash_code.ts";
-import type { CodeEntry, GrantData, JsonObject, JsonValue } from "./types.ts";
+import type {
+  CodeEntry,
+  GrantData,
+  JsonObject,
+  JsonValue,
+  SpentCode,
+} from "./types.ts";
 
 /**
  * One row of the codes table: one property per column the store writes and
@@ -240,6 +246,36 @@ export function toRecord(row: CodeRow): CodeEntry {
       grantId: r.grant_id,
     },
   });
+}
+
+/**
+ * Validates a tombstone read from the database (the columns `code_hash`,
+ * `client_id`, `subject`, `redirect_uri`, `code_challenge`, `grant_id`
+ * and the spending time in epoch seconds, in that order): a row written by
+ * other means that breaks the rules is refused like an entry.
+ *
+ * @throws {InvalidRecordError} On the first rule broken.
+ */
+export function toSpentCode(values: readonly unknown[]): SpentCode {
+  const [codeHash, clientId, subject, redirectUri, challenge, grantId] = values;
+  const spentAt = values[6];
+  if (
+    typeof spentAt !== "number" || !Number.isInteger(spentAt) || spentAt < 0
+  ) {
+    throw new InvalidRecordError(
+      "spentAt",
+      "must be an integer number of seconds since the Unix epoch",
+    );
+  }
+  return {
+    codeHash: sha256Base64url(codeHash, "codeHash"),
+    clientId: text(clientId, "clientId", VSCHAR, "VSCHAR characters"),
+    subject: text(subject, "subject"),
+    redirectUri: absoluteUri(redirectUri, "redirectUri"),
+    codeChallenge: sha256Base64url(challenge, "codeChallenge"),
+    grantId: optional(grantId, null, (v) => text(v, "grantId")),
+    spentAt,
+  };
 }
 
 /**

@@ -1,16 +1,21 @@
 /**
- * The store's statements. Rows travel as one `jsonb` parameter and come
- * back as plain text columns (arrays and claims as JSON text) parsed here,
- * so the statements work with any postgres.js options (`prepare: false`,
- * `fetch_types: false`, column and value transforms).
+ * The store's statements, one per batch of calls (see `coalesce.ts`).
+ *
+ * Inputs travel as one `jsonb` parameter that postgres.js serialises when it
+ * writes the statement to a connection ({@linkcode Batch.send}): a call that
+ * timed out before then is not in it. Rows come back as plain text columns
+ * (arrays and claims as JSON text) parsed here, so the statements work with
+ * any postgres.js options (`prepare: false`, `fetch_types: false`, column
+ * and value transforms). No statement text is ever built from a value.
  *
  * @module
  */
 
 import type { Sql } from "postgres";
-import type { Outcome } from "./coalesce.ts";
-import { DuplicateCodeError, OperationTimeoutError } from "./errors.ts";
-import { CODE_COLUMNS, type CodeRow, toRecord } from "./schema.ts";
+import { cancelWhenRunning } from "./_cancel.ts";
+import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
+import { DuplicateCodeError } from "./errors.ts";
+import { CODE_COLUMNS, type CodeRow, toRecord, toSpentCode } from "./schema.ts";
 import type { CodeEntry, SpentCode } from "./types.ts";
 
 /** Where a store keeps its codes and tombstones, and for how long. */
@@ -23,139 +28,149 @@ export interface Tables {
   readonly retention: number;
 }
 
-/** One `INSERT` of one row: a duplicate hash is a {@linkcode DuplicateCodeError}. */
-export async function insertOne(
+/**
+ * Runs the statement `build` makes for a batch, its input being the JSON of
+ * `payload(sent)` for the calls still waiting when it is written. Once every
+ * call has timed out while it runs, a cancel request is sent.
+ */
+async function execute<R>(
   sql: Sql,
-  { codes: table }: Tables,
-  row: CodeRow,
-  timeout: number,
-): Promise<void> {
+  batch: Batch<unknown>,
+  payload: (sent: readonly number[]) => unknown,
+  build: (json: ReturnType<Sql["json"]>) => Promise<R>,
+): Promise<R> {
+  const query = build(sql.json({ toJSON: () => payload(batch.send()) }));
+  let settled = false;
+  batch.onAbandoned(() => cancelWhenRunning(sql, query, () => settled, 60_000));
   try {
-    await deadline(
-      "put",
-      sql`
-        insert into ${sql(table)} (${sql(CODE_COLUMNS)})
-        select ${sql(CODE_COLUMNS)}
-        from jsonb_populate_record(null::${sql(table)}, ${sql.json(row)})
-      `,
-      timeout,
+    return await query;
+  } finally {
+    settled = true;
+  }
+}
+
+/** Distinct inputs of the sent calls. */
+function distinct<I>(batch: Batch<I>, sent: readonly number[]): I[] {
+  return [...new Set(sent.map((i) => batch.inputs[i]!))];
+}
+
+/**
+ * `put`: one `INSERT` of the batch's rows. A row whose hash is stored, or
+ * whose tombstone has not expired (the code was redeemed: RFC 6749 §4.1.2,
+ * single use per code value), or that repeats an earlier row of the batch
+ * is not inserted, and is a {@linkcode DuplicateCodeError} for its caller
+ * alone; nothing is ever overwritten. The tombstone is looked up by the same
+ * statement, not before it.
+ */
+export function insertRows(
+  sql: Sql,
+  { codes, spent }: Tables,
+): BatchRunner<CodeRow, void> {
+  return async (batch) => {
+    // The first sent row of each hash goes in the statement; the others of
+    // the batch are duplicates of it. Which call's row was sent is known,
+    // so success goes to that call only.
+    const owner = new Map<string, number>();
+    const inserted = await execute(
+      sql,
+      batch,
+      (sent) => {
+        for (const i of sent) {
+          const hash = batch.inputs[i]!.code_hash;
+          if (!owner.has(hash)) owner.set(hash, i);
+        }
+        return [...owner.values()].map((i) => batch.inputs[i]);
+      },
+      (rows) =>
+        sql`
+          insert into ${sql(codes)} (${sql(CODE_COLUMNS)})
+          select ${sql(CODE_COLUMNS)}
+          from jsonb_populate_recordset(null::${sql(codes)}, ${rows}) r
+          where not exists (
+            select from ${sql(spent)} s
+            where s.code_hash = r.code_hash and s.expires_at > now()
+          )
+          on conflict (code_hash) do nothing
+          returning code_hash
+        `.values(),
     );
-  } catch (error) {
-    // 23505 unique_violation: the primary key is the only unique
-    // constraint. The server's detail names the key: drop it.
-    if ((error as { code?: unknown })?.code === "23505") {
-      throw new DuplicateCodeError();
-    }
-    throw error;
-  }
+    const stored = new Set(inserted.map(([hash]) => hash as string));
+    return batch.inputs.map(({ code_hash: hash }, i) =>
+      owner.get(hash) === i && stored.has(hash)
+        ? { value: undefined }
+        : { error: new DuplicateCodeError() }
+    );
+  };
 }
 
 /**
- * One `INSERT` of many rows. A row whose hash is already stored (or
- * repeated earlier in the batch) is skipped, never overwritten, and is a
- * {@linkcode DuplicateCodeError} for its caller alone.
+ * `take`: one statement redeems the batch's hashes: `DELETE ... RETURNING`
+ * the entries, and in the same statement (a data-modifying CTE) their
+ * tombstones are written. A row whose code already has a live tombstone
+ * (it was redeemed before, and stored again by other means) is deleted but
+ * returned to no one, so a code value is redeemed at most once while its
+ * tombstone lasts. Each entry goes to exactly one caller: the first still
+ * waiting that asked for it; the others get `null`.
  */
-export async function insertMany(
-  sql: Sql,
-  { codes: table }: Tables,
-  rows: readonly CodeRow[],
-  timeout: number,
-): Promise<Outcome<void>[]> {
-  const inserted = await deadline(
-    "put",
-    sql`
-      insert into ${sql(table)} (${sql(CODE_COLUMNS)})
-      select ${sql(CODE_COLUMNS)}
-      from jsonb_populate_recordset(null::${sql(table)}, ${sql.json(rows)})
-      on conflict (code_hash) do nothing
-      returning code_hash
-    `.values(),
-    timeout,
-  );
-  const stored = new Set(inserted.map(([hash]) => hash as string));
-  return rows.map((row) =>
-    stored.delete(row.code_hash)
-      ? { value: undefined }
-      : { error: new DuplicateCodeError() }
-  );
-}
-
-/**
- * One statement redeems one hash: `DELETE ... RETURNING` the entry, and in
- * the same statement (a data-modifying CTE) the tombstone is written.
- */
-export async function deleteOne(
+export function deleteRows(
   sql: Sql,
   tables: Tables,
-  hash: string,
-  timeout: number,
-): Promise<CodeEntry | null> {
-  const [spent] = await deadline(
-    "take",
-    sql`
-      with spent as (
-        delete from ${sql(tables.codes)} where code_hash = ${hash}
-        returning *
-      ), ${tombstones(sql, tables)}
-      ${selectSpent(sql)}
-    `.values(),
-    timeout,
-  );
-  return spent ? toRecord(rowFromColumns(spent)) : null;
+): BatchRunner<string, CodeEntry | null> {
+  return async (batch) => {
+    const spent = await execute(
+      sql,
+      batch,
+      (sent) => distinct(batch, sent),
+      (hashes) =>
+        sql`
+          with spent as (
+            delete from ${sql(tables.codes)}
+            where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
+            returning *
+          ), ${tombstones(sql, tables)}
+          select
+            code_hash,
+            client_id,
+            subject,
+            redirect_uri,
+            array_to_json(scope)::text,
+            code_challenge,
+            code_challenge_method,
+            nonce,
+            dpop_jkt,
+            claims::text,
+            array_to_json(resource)::text,
+            extract(epoch from expires_at)::float8,
+            grant_id
+          from spent
+          where code_hash in (select code_hash from tombstones)
+        `.values(),
+    );
+    const rows = new Map<string, readonly unknown[]>();
+    for (const values of spent) rows.set(values[0] as string, values);
+    return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
+      const values = rows.get(hash);
+      if (values === undefined || !batch.waiting(i)) return { value: null };
+      rows.delete(hash);
+      try {
+        return { value: toRecord(rowFromColumns(values)) };
+      } catch (error) {
+        return { error };
+      }
+    });
+  };
 }
 
 /**
- * One statement redeems many hashes: `DELETE ... WHERE code_hash =
- * ANY(...) RETURNING`, with their tombstones. Each deleted row goes to
- * exactly one caller: if a hash appears more than once in the batch
- * (racing callers), the first gets the entry and the others `null`.
- */
-export async function deleteMany(
-  sql: Sql,
-  tables: Tables,
-  hashes: readonly string[],
-  timeout: number,
-): Promise<Outcome<CodeEntry | null>[]> {
-  // Hashes are base64url (checked by the caller): an array literal of
-  // them needs no quoting, and works without postgres.js's array types.
-  const spent = await deadline(
-    "take",
-    sql`
-      with spent as (
-        delete from ${sql(tables.codes)}
-        where code_hash = any(${`{${hashes.join(",")}}`}::text[])
-        returning *
-      ), ${tombstones(sql, tables)}
-      ${selectSpent(sql)}
-    `.values(),
-    timeout,
-  );
-  const rows = new Map<string, CodeRow>();
-  for (const values of spent) {
-    const row = rowFromColumns(values);
-    rows.set(row.code_hash, row);
-  }
-  return hashes.map((hash) => {
-    const row = rows.get(hash);
-    if (!row) return { value: null };
-    rows.delete(hash);
-    try {
-      return { value: toRecord(row) };
-    } catch (error) {
-      return { error };
-    }
-  });
-}
-
-/**
- * The tombstones of the rows in `spent`, kept `retention` seconds. A hash
- * spent before (a code issued twice, a caller bug) gets the latest grant.
+ * The tombstones of the rows in `spent`, kept `retention` seconds. One that
+ * exists and has not expired is kept as it is (and its row not returned);
+ * an expired one is replaced.
  */
 function tombstones(sql: Sql, { spent, retention }: Tables) {
   return sql`
     tombstones as (
-      insert into ${sql(spent)} (code_hash, client_id, subject, redirect_uri,
-        code_challenge, grant_id, spent_at, expires_at)
+      insert into ${sql(spent)} as s (code_hash, client_id, subject,
+        redirect_uri, code_challenge, grant_id, spent_at, expires_at)
       select code_hash, client_id, subject, redirect_uri, code_challenge,
         grant_id, now(), now() + make_interval(secs => ${retention})
       from spent
@@ -165,74 +180,49 @@ function tombstones(sql: Sql, { spent, retention }: Tables) {
         code_challenge = excluded.code_challenge,
         grant_id = excluded.grant_id, spent_at = excluded.spent_at,
         expires_at = excluded.expires_at
+      where s.expires_at <= now()
+      returning code_hash
     )
   `;
 }
 
 /**
- * The tombstone of a hash, unless it has expired: whether (and what) a
- * code was redeemed.
+ * `spent`: the tombstones of the batch's hashes, unless expired, validated
+ * on the way out.
  */
-export async function findSpent(
+export function findTombstones(
   sql: Sql,
   { spent: table }: Tables,
-  hash: string,
-  timeout: number,
-): Promise<SpentCode | null> {
-  const [row] = await deadline(
-    "spent",
-    sql`
-      select code_hash, client_id, subject, redirect_uri, code_challenge,
-        grant_id, floor(extract(epoch from spent_at))::float8
-      from ${sql(table)}
-      where code_hash = ${hash} and expires_at > now()
-    `.values(),
-    timeout,
-  );
-  if (!row) return null;
-  const [codeHash, clientId, subject, redirectUri, codeChallenge, grantId] =
-    row;
-  const spentAt = row[6];
-  return {
-    codeHash,
-    clientId,
-    subject,
-    redirectUri,
-    codeChallenge,
-    grantId,
-    spentAt,
-  } as SpentCode;
+): BatchRunner<string, SpentCode | null> {
+  return async (batch) => {
+    const found = await execute(
+      sql,
+      batch,
+      (sent) => distinct(batch, sent),
+      (hashes) =>
+        sql`
+          select code_hash, client_id, subject, redirect_uri, code_challenge,
+            grant_id, floor(extract(epoch from spent_at))::float8
+          from ${sql(table)}
+          where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
+            and expires_at > now()
+        `.values(),
+    );
+    const rows = new Map<string, readonly unknown[]>();
+    for (const values of found) rows.set(values[0] as string, values);
+    return batch.inputs.map((hash) => {
+      const row = rows.get(hash);
+      if (!row) return { value: null };
+      try {
+        return { value: toSpentCode(row) };
+      } catch (error) {
+        return { error };
+      }
+    });
+  };
 }
 
-/**
- * The columns `take` reads from the deleted rows, in
- * {@linkcode CODE_COLUMNS} order: text, with arrays and claims as JSON text
- * and the expiry in epoch seconds, so no type parser or `transform` of the
- * caller's postgres.js instance touches them (a camelCase transform would
- * rename keys inside `jsonb` claims) and the session time zone does not
- * matter.
- */
-function selectSpent(sql: Sql) {
-  return sql`
-    select
-      code_hash,
-      client_id,
-      subject,
-      redirect_uri,
-      array_to_json(scope)::text,
-      code_challenge,
-      code_challenge_method,
-      nonce,
-      dpop_jkt,
-      claims::text,
-      array_to_json(resource)::text,
-      extract(epoch from expires_at)::float8,
-      grant_id
-    from spent
-  `;
-}
-
-/** The row read by {@linkcode selectSpent}. */
+/** The row of the columns the take statement selects, in {@linkcode CODE_COLUMNS} order. */
 function rowFromColumns(values: readonly unknown[]): CodeRow {
   const [hash, client, subject, uri, scope, challenge, method, ...rest] =
     values;
@@ -252,28 +242,4 @@ function rowFromColumns(values: readonly unknown[]): CodeRow {
     expires_at: new Date((expiresAt as number) * 1000),
     grant_id: grantId,
   } as CodeRow;
-}
-
-/**
- * Settles with `query`, or cancels it and rejects with
- * {@linkcode OperationTimeoutError} once `timeout` ms have passed. A query
- * still queued in postgres.js is removed and never runs; one already sent
- * gets a cancel request.
- */
-export function deadline<T>(
-  operation: string,
-  query: Promise<T> & { cancel?: () => unknown },
-  timeout: number,
-): Promise<T> {
-  if (timeout === Infinity) return query;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      // cancel() of a sent query opens a connection to send the request;
-      // during an outage that fails, which is fine.
-      Promise.resolve(query.cancel?.()).catch(() => {});
-      reject(new OperationTimeoutError(operation, timeout));
-    }, timeout);
-  });
-  return Promise.race([query, expired]).finally(() => clearTimeout(timer));
 }

@@ -5,16 +5,14 @@
  */
 
 import type { Sql } from "postgres";
-import { type BatchRunner, coalescer } from "./coalesce.ts";
+import { coalescer } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
 import {
-  deleteMany,
-  deleteOne,
-  findSpent,
-  insertMany,
-  insertOne,
+  deleteRows,
+  findTombstones,
+  insertRows,
   type Tables,
 } from "./statements.ts";
 import { parseTableName } from "./table_name.ts";
@@ -44,12 +42,16 @@ export interface CodeStoreOptions {
    */
   readonly tombstoneRetention?: number | undefined;
   /**
-   * How long an operation may wait for the database, in milliseconds,
-   * before it is cancelled and rejects with {@linkcode OperationTimeoutError}
-   * (default 10 000; `Infinity` waits forever). A safety net: postgres.js
-   * queues queries while it cannot connect, retrying with a backoff of up
-   * to 20 seconds per attempt, so during an outage a call could otherwise
-   * wait for minutes.
+   * How long a call may wait for the database, in milliseconds (default
+   * 10 000; `Infinity` waits forever). Every call keeps its own deadline:
+   * past it, the call rejects with {@linkcode OperationTimeoutError} alone,
+   * never failing the calls it shares a statement with. A call whose
+   * statement was not yet sent (queued in the store or in postgres.js, or
+   * waiting for a connection to open) is left out of it and has no effect;
+   * a statement that runs is cancelled, on the server that runs it, once no
+   * call in it still waits. A safety net: postgres.js queues queries while
+   * it cannot connect, retrying with a backoff of up to 20 seconds per
+   * attempt, so during an outage a call could otherwise wait for minutes.
    */
   readonly timeout?: number | undefined;
   /**
@@ -61,8 +63,8 @@ export interface CodeStoreOptions {
    * caller only (an entry is never overwritten). A lone call is sent at
    * once; calls made in the same tick, or while `concurrency` statements
    * (default: the pool's `max`) are in flight, go out together, at most
-   * `maxBatch` (default 64) per statement. A failed statement fails every
-   * call in it. `false` sends one statement per call.
+   * `maxBatch` (default 64) per statement. A statement that fails fails
+   * every call still waiting in it. `false` sends one statement per call.
    */
   readonly coalesce?:
     | boolean
@@ -126,8 +128,9 @@ export interface CodeStore {
    * database.
    * @throws {InvalidRecordError} If the stored row breaks the schema (it was
    * written by other means); the code is spent.
-   * @throws {OperationTimeoutError} If the database did not answer in time;
-   * the code may or may not be spent, and is never returned to anyone else.
+   * @throws {OperationTimeoutError} If the database did not answer in time:
+   * with `sent` false the code is not spent; otherwise it may or may not
+   * be, and is never returned to anyone else.
    * @throws {Error} Database errors, as postgres.js raised them; the code may
    * or may not be spent, and is never returned to anyone else.
    */
@@ -243,14 +246,12 @@ export function createCodeStore(
   };
   const coalesce = parseCoalesce(options.coalesce);
   // One set of statements per pool (a repository function may return
-  // several), each with its own coalescing queues.
+  // several), each with its own queues and deadlines.
   const perPool = new WeakMap<Sql, Statements>();
   const statements = (sql: Sql): Statements => {
     let found = perPool.get(sql);
     if (!found) {
-      found = coalesce
-        ? coalesced(sql, tables, timeout, coalesce)
-        : direct(sql, tables, timeout);
+      found = statementsFor(sql, tables, timeout, coalesce);
       perPool.set(sql, found);
     }
     return found;
@@ -273,71 +274,43 @@ export function createCodeStore(
     async spent(code: string): Promise<SpentCode | null> {
       const hash = presentedHash(code);
       const sql = database();
-      return hash ? findSpent(sql, tables, await hash, timeout) : null;
+      return hash ? statements(sql).spent(await hash) : null;
     },
   };
 }
 
-/** How the store runs `put` and `take` on one pool. */
+/** How the store runs its operations on one pool. */
 interface Statements {
   readonly put: (row: CodeRow) => Promise<void>;
   readonly take: (hash: string) => Promise<CodeEntry | null>;
-}
-
-/** One statement per call. */
-function direct(sql: Sql, tables: Tables, timeout: number): Statements {
-  return {
-    put: (row) => insertOne(sql, tables, row, timeout),
-    take: (hash) => deleteOne(sql, tables, hash, timeout),
-  };
-}
-
-/** Concurrent calls share statements. */
-function coalesced(
-  sql: Sql,
-  tables: Tables,
-  timeout: number,
-  { maxBatch, concurrency = sql.options?.max ?? 10 }: CoalesceSettings,
-): Statements {
-  const limits = (operation: string) => ({
-    maxBatch,
-    concurrency,
-    timeout,
-    expired: () => new OperationTimeoutError(operation, timeout),
-  });
-  return {
-    put: coalescer(
-      orAlone(
-        (rows, left) => insertMany(sql, tables, rows, left),
-        (row, left) => insertOne(sql, tables, row, left),
-      ),
-      limits("put"),
-    ),
-    take: coalescer(
-      orAlone(
-        (hashes, left) => deleteMany(sql, tables, hashes, left),
-        (hash, left) => deleteOne(sql, tables, hash, left),
-      ),
-      limits("take"),
-    ),
-  };
+  readonly spent: (hash: string) => Promise<SpentCode | null>;
 }
 
 /**
- * A batch of one runs the single-row statement: `= $1` plans and runs
- * faster than `= ANY($1)`, so a lone call pays nothing for coalescing.
+ * Every operation goes through a coalescer, which keeps each call's
+ * deadline. Without coalescing, each call is a batch of one, and as many
+ * run at once as there are calls.
  */
-function orAlone<I, O>(
-  many: BatchRunner<I, O>,
-  one: (input: I, timeout: number) => Promise<O>,
-): BatchRunner<I, O> {
-  return (inputs, timeout) =>
-    inputs.length === 1
-      ? one(inputs[0]!, timeout).then(
-        (value) => [{ value }],
-        (error) => [{ error }],
-      )
-      : many(inputs, timeout);
+function statementsFor(
+  sql: Sql,
+  tables: Tables,
+  timeout: number,
+  coalesce: CoalesceSettings | undefined,
+): Statements {
+  const limits = (operation: string) => ({
+    maxBatch: coalesce?.maxBatch ?? 1,
+    concurrency: coalesce
+      ? coalesce.concurrency ?? sql.options?.max ?? 10
+      : Infinity,
+    timeout,
+    expired: (sent: boolean) =>
+      new OperationTimeoutError(operation, timeout, sent),
+  });
+  return {
+    put: coalescer(insertRows(sql, tables), limits("put")),
+    take: coalescer(deleteRows(sql, tables), limits("take")),
+    spent: coalescer(findTombstones(sql, tables), limits("spent")),
+  };
 }
 
 interface CoalesceSettings {

@@ -13,7 +13,7 @@ import {
   assertStrictEquals,
 } from "@std/assert";
 import { createCodeStore, DuplicateCodeError } from "../mod.ts";
-import { coalescer } from "../src/coalesce.ts";
+import { type Batch, coalescer, type Outcome } from "../src/coalesce.ts";
 import {
   grant,
   randomCode,
@@ -26,7 +26,7 @@ const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 Deno.test("a lone call is sent at once, not after a timer; calls of one tick share a batch", async () => {
   const batches: number[][] = [];
   const run = coalescer<number, number>(
-    (inputs) => {
+    ({ inputs }) => {
       batches.push([...inputs]);
       return Promise.resolve(inputs.map((value) => ({ value: value * 2 })));
     },
@@ -52,7 +52,7 @@ Deno.test("a lone call is sent at once, not after a timer; calls of one tick sha
 Deno.test("a failed batch rejects every call in it; a call's own error stays its own", async () => {
   let fail = true;
   const run = coalescer<number, number>(
-    (inputs) =>
+    ({ inputs }) =>
       fail ? Promise.reject(new Error("boom")) : Promise.resolve(
         inputs.map((value) =>
           value < 0 ? { error: new RangeError("negative") } : { value }
@@ -80,7 +80,7 @@ Deno.test("a call that waited past the timeout for a free slot is rejected witho
   const sent: number[] = [];
   let release = () => {};
   const run = coalescer<number, number>(
-    (inputs) => {
+    ({ inputs }) => {
       sent.push(...inputs);
       return new Promise((resolve) => {
         release = () => resolve(inputs.map((value) => ({ value })));
@@ -89,18 +89,110 @@ Deno.test("a call that waited past the timeout for a free slot is rejected witho
     {
       maxBatch: 10,
       concurrency: 1,
-      timeout: 50,
+      timeout: 100,
       expired: () => new Error("expired"),
     },
   );
   const first = run(1);
-  await Promise.resolve();
+  await new Promise((resolve) => setTimeout(resolve, 60));
   const second = run(2); // waits: the only slot is busy
-  await new Promise((resolve) => setTimeout(resolve, 80));
-  release();
-  assertEquals(await first, 1);
-  await assertRejects(() => second, Error, "expired");
-  assertEquals(sent, [1]);
+  const outcomes = Promise.allSettled([first, second]);
+  await new Promise((resolve) => setTimeout(resolve, 120));
+  release(); // too late for the first; the second expired in the queue
+  const [a, b] = await outcomes;
+  assertEquals(a.status, "rejected");
+  assertEquals(b.status, "rejected");
+  assertEquals(sent, [1], "the second call was never sent");
+});
+
+Deno.test("a runner that returns fewer outcomes than calls: every call settles, nothing is unhandled", async () => {
+  const unhandled: unknown[] = [];
+  const record = (event: PromiseRejectionEvent) => {
+    event.preventDefault();
+    unhandled.push(event.reason);
+  };
+  globalThis.addEventListener("unhandledrejection", record);
+  try {
+    const run = coalescer<number, number>(
+      ({ inputs }) =>
+        Promise.resolve(inputs.slice(1).map((value) => ({ value }))),
+      {
+        maxBatch: 10,
+        concurrency: 1,
+        timeout: 1000,
+        expired: () => new Error("expired"),
+      },
+    );
+    const settled = await Promise.race([
+      Promise.allSettled([1, 2, 3].map(run)),
+      new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 500)),
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert(settled !== "hung", "every call settled");
+    assertEquals(settled.map((r) => r.status), [
+      "fulfilled",
+      "fulfilled",
+      "rejected",
+    ]);
+    assertEquals(unhandled, []);
+  } finally {
+    globalThis.removeEventListener("unhandledrejection", record);
+  }
+});
+
+Deno.test("each call keeps its own deadline: one that times out in flight leaves the others of its batch alone, and is left out of a statement written later", async () => {
+  const batches: {
+    batch: Batch<number>;
+    resolve: (outcomes: Outcome<number>[]) => void;
+  }[] = [];
+  const cancelled: number[][] = [];
+  const run = coalescer<number, number>(
+    (batch) =>
+      new Promise((resolve) => {
+        batch.onAbandoned(() => cancelled.push([...batch.inputs]));
+        batches.push({ batch, resolve });
+      }),
+    {
+      maxBatch: 10,
+      concurrency: 1,
+      timeout: 100,
+      expired: (sent) => new Error(sent ? "expired, sent" : "expired"),
+    },
+  );
+  // One statement in flight, not yet written (its connection is opening).
+  const old = run(1);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  const young = run(2); // waits for the slot
+  assertEquals((await old.catch((error) => error)).message, "expired");
+  // Written late: without the call that timed out, and not cancelled.
+  const [first] = batches;
+  assertEquals(first!.batch.send(), []);
+  assertEquals(cancelled, []);
+  first!.resolve([{ value: 1 }]);
+  // The young call goes out next, is written, and gets its outcome.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const second = batches[1]!;
+  assertEquals(second.batch.send(), [0]);
+  second.resolve([{ value: 2 }]);
+  assertEquals(await young, 2);
+
+  // Two calls in a written statement: the first to time out leaves the
+  // statement running for the other; once both have, it is cancelled.
+  const busy = run(0);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const a = run(3);
+  await new Promise((resolve) => setTimeout(resolve, 40));
+  const b = run(4);
+  batches[2]!.resolve([{ value: 0 }]);
+  assertEquals(await busy, 0);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const both = batches[3]!;
+  assertEquals(both.batch.inputs, [3, 4]);
+  both.batch.send();
+  assertEquals((await a.catch((error) => error)).message, "expired, sent");
+  assertEquals(cancelled, [], `4 still waits ${JSON.stringify(cancelled)}`);
+  assertEquals((await b.catch((error) => error)).message, "expired, sent");
+  assertEquals(cancelled, [[3, 4]]);
 });
 
 Deno.test("concurrent `take()`s share statements, and each caller gets its own entry", async () => {
@@ -174,16 +266,15 @@ Deno.test("concurrent `put()`s share statements; a duplicate fails only its own 
     (overwrite as PromiseRejectedResult).reason,
     DuplicateCodeError,
   );
-  // The same code twice: exactly one put stores it, the other is refused.
-  const won = [first, second].map((r) => r!.status === "fulfilled");
-  assertEquals(won.filter(Boolean).length, 1);
-  const loser = (won[0] ? second : first) as PromiseRejectedResult;
-  assertInstanceOf(loser.reason, DuplicateCodeError);
-  assertEquals((await store.take(existing))?.data.subject, "original");
-  assertEquals(
-    (await store.take(twice))?.data.subject,
-    won[0] ? "first" : "second",
+  // The same code twice in one statement: the first caller's row is
+  // stored, the second caller is refused.
+  assertEquals(first!.status, "fulfilled");
+  assertInstanceOf(
+    (second as PromiseRejectedResult).reason,
+    DuplicateCodeError,
   );
+  assertEquals((await store.take(existing))?.data.subject, "original");
+  assertEquals((await store.take(twice))?.data.subject, "first");
   for (const code of fresh) assert(await store.take(code));
 });
 
@@ -212,8 +303,10 @@ Deno.test("`coalesce: false` runs one plain statement per call", async () => {
     () => store.put({ code: codes[0]!, data: grant(), expiresAt: 1 }),
     DuplicateCodeError,
   );
+  // The duplicate's INSERT ran and inserted nothing.
+  assertEquals(await statements(), 21);
   const entries = await Promise.all(codes.map((code) => store.take(code)));
-  assertEquals(await statements(), 40);
+  assertEquals(await statements(), 41);
   assert(entries.every((e) => e !== null));
 });
 

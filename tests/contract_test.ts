@@ -84,6 +84,15 @@ const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
     );
     assertEquals((await store.take(input.code))?.data.subject, "user-42");
   },
+  "`put()` of a code already redeemed throws: a code is used once": async (
+    store,
+  ) => {
+    const input = issue();
+    await store.put(input);
+    assert(await store.take(input.code));
+    await assertRejects(() => store.put(input), DuplicateCodeError);
+    assertStrictEquals(await store.take(input.code), null);
+  },
   "`put()` rejects an invalid record naming the field": async (store) => {
     const input = issue(grant({ codeChallengeMethod: "plain" }));
     const error = await assertRejects(() => store.put(input));

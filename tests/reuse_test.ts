@@ -6,11 +6,12 @@
 import {
   assert,
   assertEquals,
+  assertInstanceOf,
   assertLessOrEqual,
   assertRejects,
   assertStrictEquals,
 } from "@std/assert";
-import { createCodeStore, hashCode } from "../mod.ts";
+import { createCodeStore, DuplicateCodeError, hashCode } from "../mod.ts";
 import {
   connect,
   end,
@@ -164,4 +165,64 @@ Deno.test("`tombstoneRetention` is validated", async () => {
       assert(error instanceof TypeError, String(error));
     }
   }
+});
+
+for (const coalesce of [true, false]) {
+  Deno.test(`\`put()\` of a code that was already redeemed is a DuplicateCodeError while its tombstone lasts (coalesce: ${coalesce})`, async () => {
+    await using t = await testDatabase();
+    const store = createCodeStore(t.sql, { table: t.table, coalesce });
+    const code = randomCode();
+    await store.put({
+      code,
+      data: grant({ subject: "first" }),
+      expiresAt: IN_A_MINUTE,
+    });
+    assertEquals((await store.take(code))?.data.subject, "first");
+    // Alone, and among other puts that share its statement.
+    const others = Array.from({ length: 5 }, () => randomCode());
+    const results = await Promise.allSettled([
+      store.put({
+        code,
+        data: grant({ subject: "again" }),
+        expiresAt: IN_A_MINUTE,
+      }),
+      ...others.map((other) =>
+        store.put({ code: other, data: grant(), expiresAt: IN_A_MINUTE })
+      ),
+    ]);
+    assertEquals(results[0]?.status, "rejected");
+    assertInstanceOf(
+      (results[0] as PromiseRejectedResult).reason,
+      DuplicateCodeError,
+    );
+    for (const result of results.slice(1)) {
+      assertEquals(result.status, "fulfilled");
+    }
+    assertStrictEquals(await store.take(code), null, "redeemed once only");
+    assertEquals((await store.spent(code))?.subject, "first");
+  });
+}
+
+Deno.test("a code stored again behind the store's back is not redeemed twice while its tombstone lasts", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  const code = randomCode();
+  await store.put({ code, data: grant({ grantId: "g1" }), expiresAt: 1 });
+  assert(await store.take(code));
+  // What a put racing the take of the same code could leave behind: the
+  // row is back, though the code was already redeemed.
+  await t.sql`
+    insert into ${t.sql(t.table)} (code_hash, client_id, subject,
+      redirect_uri, scope, code_challenge, code_challenge_method, expires_at)
+    values (${await hashCode(code)}, 'c', 's', 'https://c.example/cb', '{}',
+      ${grant().codeChallenge}, 'S256',
+      date_trunc('second', now()) + interval '1 minute')
+  `;
+  assertStrictEquals(await store.take(code), null);
+  // The row is spent all the same, and the first tombstone is kept.
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(t.table)}
+  `;
+  assertEquals(n, 0);
+  assertEquals((await store.spent(code))?.grantId, "g1");
 });

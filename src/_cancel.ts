@@ -1,0 +1,187 @@
+/**
+ * Cancelling a statement on the server that runs it, with PostgreSQL's
+ * CancelRequest (protocol §53.2.7), without postgres.js's `query.cancel()`.
+ *
+ * postgres.js 3.4.9's `cancel()` returns `null` and drops the promise of the
+ * connection it opens to send the request, so a request that cannot connect
+ * (the primary just died) rejects unhandled and ends a Deno process; it
+ * always goes to the first host of a multi-host URL; and a query cancelled
+ * while its connection is still opening costs the pool that connection for
+ * good. So the store never calls it: a statement that has not been written
+ * to a connection is left to run as a no-op (see `coalesce.ts`), and one that
+ * runs is cancelled here, every failure caught.
+ *
+ * @module
+ */
+
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import type { Sql } from "postgres";
+
+/** The parts of a postgres.js query this module reads (not typed there). */
+interface RunningQuery {
+  /** The backend's key (`ResultMeta.state`), set once the query has a connection. */
+  readonly state?: { readonly pid?: unknown; readonly secret?: unknown } | null;
+  /** Whether the query is the one its connection is executing now. */
+  readonly active?: unknown;
+}
+
+/** How often to look again at a query waiting behind another on its connection. */
+const RETRY_MS = 50;
+
+/**
+ * Cancels `query` once it is the statement its connection executes (a
+ * pipelined query waits behind another, and a cancel request would hit
+ * that one), unless it settles first. The request goes to every host of the
+ * pool's URL: only the server that knows the backend's secret key acts on
+ * it. Never throws and never rejects; gives up after `giveUpMs`.
+ *
+ * @param sql The pool the query runs on.
+ * @param query The postgres.js query.
+ * @param settled Whether the query has settled (then nothing is sent).
+ * @param giveUpMs How long to keep waiting for the query to start.
+ */
+export function cancelWhenRunning(
+  sql: Sql,
+  query: unknown,
+  settled: () => boolean,
+  giveUpMs: number,
+): void {
+  const until = performance.now() + giveUpMs;
+  const attempt = () => {
+    if (settled()) return;
+    const { state, active } = query as RunningQuery;
+    const pid = state?.pid;
+    const secret = state?.secret;
+    if (
+      active === true && typeof pid === "number" && typeof secret === "number"
+    ) {
+      sendCancelRequest(sql.options, pid, secret);
+    } else if (performance.now() < until) {
+      Deno.unrefTimer(setTimeout(attempt, RETRY_MS));
+    }
+  };
+  attempt();
+}
+
+/** The connection settings of a postgres.js pool that a cancel request needs. */
+interface Target {
+  readonly host?: readonly string[] | undefined;
+  readonly port?: readonly number[] | undefined;
+  readonly path?: string | false | undefined;
+  readonly ssl?: unknown;
+  readonly sslnegotiation?: string | null | undefined;
+  readonly connect_timeout?: number | undefined;
+}
+
+/**
+ * Sends a CancelRequest for backend `pid` to every host of `options`,
+ * negotiating TLS as postgres.js does for `ssl`. Failures are ignored.
+ */
+export function sendCancelRequest(
+  options: Target,
+  pid: number,
+  secret: number,
+): void {
+  const message = new Uint8Array(16);
+  const view = new DataView(message.buffer);
+  view.setInt32(0, 16);
+  view.setInt32(4, 80877102); // the cancel request code
+  view.setInt32(8, pid);
+  view.setInt32(12, secret);
+  const timeout = 1000 * (options.connect_timeout ?? 10);
+  const targets: { host?: string; port?: number; path?: string }[] =
+    options.path
+      ? [{ path: options.path }]
+      : (options.host ?? ["localhost"]).map((host, i) => ({
+        host,
+        port: options.port?.[i] ?? options.port?.[0] ?? 5432,
+      }));
+  for (const target of targets) {
+    void deliver(target, message, options, timeout).catch(() => {});
+  }
+}
+
+async function deliver(
+  target: { host?: string; port?: number; path?: string },
+  message: Uint8Array,
+  options: Target,
+  timeout: number,
+): Promise<void> {
+  let socket: Socket | undefined;
+  const timer = setTimeout(() => socket?.destroy(), timeout);
+  Deno.unrefTimer(timer);
+  try {
+    socket = await open(target);
+    socket.setTimeout(timeout, () => socket?.destroy());
+    const { ssl, sslnegotiation } = options;
+    if (ssl && sslnegotiation === "direct") {
+      socket = await startTls(socket, target.host, ssl, true);
+    } else if (ssl) {
+      const sslRequest = new Uint8Array([0, 0, 0, 8, 4, 210, 22, 47]);
+      const answer = await exchange(socket, sslRequest);
+      if (answer === 83) { // "S"
+        socket = await startTls(socket, target.host, ssl, false);
+      } else if (ssl !== "prefer" && ssl !== "allow") {
+        return; // TLS required and refused: send nothing in the clear
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      socket!.once("error", reject);
+      socket!.once("close", () => resolve());
+      socket!.end(message);
+    });
+  } finally {
+    clearTimeout(timer);
+    socket?.destroy();
+  }
+}
+
+function open(target: { host?: string; port?: number; path?: string }) {
+  return new Promise<Socket>((resolve, reject) => {
+    const socket = target.path
+      ? netConnect(target.path)
+      : netConnect(target.port!, target.host!);
+    socket.once("error", reject);
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(socket);
+    });
+  });
+}
+
+/** Writes `bytes` and resolves with the first byte of the answer. */
+function exchange(socket: Socket, bytes: Uint8Array): Promise<number> {
+  return new Promise((resolve, reject) => {
+    socket.once("error", reject);
+    socket.once("close", () => reject(new Error("closed")));
+    socket.once("data", (data: Uint8Array) => resolve(data[0]!));
+    socket.write(bytes);
+  });
+}
+
+function startTls(
+  socket: Socket,
+  host: string | undefined,
+  ssl: unknown,
+  direct: boolean,
+): Promise<Socket> {
+  const options: ConnectionOptions = {
+    socket,
+    ...(host && !/^[\d.:]+$/.test(host) ? { servername: host } : {}),
+    ...(direct ? { ALPNProtocols: ["postgresql"] } : {}),
+    ...(ssl === "require" || ssl === "allow" || ssl === "prefer"
+      ? { rejectUnauthorized: false }
+      : typeof ssl === "object" && ssl !== null
+      ? ssl as ConnectionOptions
+      : {}),
+  };
+  return new Promise((resolve, reject) => {
+    const secure = tlsConnect(options);
+    secure.once("error", reject);
+    secure.once("secureConnect", () => {
+      secure.off("error", reject);
+      resolve(secure);
+    });
+  });
+}

@@ -1,0 +1,231 @@
+/**
+ * The store's timeout: every call keeps its own deadline, a statement that
+ * outlives every call in it is cancelled on the server that runs it, and no
+ * timeout ever costs the pool a connection, crashes the process or fails a
+ * call that still had time.
+ */
+
+import {
+  assert,
+  assertEquals,
+  assertInstanceOf,
+  assertRejects,
+} from "@std/assert";
+import postgres from "postgres";
+import {
+  type CodeStore,
+  createCodeStore,
+  hashCode,
+  OperationTimeoutError,
+} from "../mod.ts";
+import {
+  databaseUrl,
+  grant,
+  type PoolOptions,
+  randomCode,
+  type TestDatabase,
+  testDatabase,
+} from "./support/database.ts";
+import { startTcpProxy } from "./support/tcp_proxy.ts";
+
+const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+const RESILIENT: PoolOptions = {
+  fetch_types: false,
+  connect_timeout: 5,
+  backoff: false,
+  onnotice: () => {},
+};
+
+const unhandled: unknown[] = [];
+globalThis.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  unhandled.push(event.reason);
+});
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function issue(store: CodeStore, subject = "user-42") {
+  const code = randomCode();
+  await store.put({ code, data: grant({ subject }), expiresAt: IN_A_MINUTE });
+  return code;
+}
+
+/**
+ * Holds the row of `code` locked (FOR UPDATE) until `release()`, or until
+ * disposed (so a failing test never leaves a lock behind).
+ */
+async function lockRow(t: TestDatabase, code: string) {
+  const locker = await t.sql.reserve();
+  await locker`begin`;
+  await locker`
+    select 1 from ${locker(t.table)}
+    where code_hash = ${await hashCode(code)} for update
+  `;
+  let released: Promise<void> | undefined;
+  const release = () =>
+    released ??= locker`rollback`.then(() => locker.release());
+  return { release, [Symbol.asyncDispose]: release };
+}
+
+/** Waits until `n` statements on the table wait for a row lock. */
+async function waitersOnLock(t: TestDatabase, n: number) {
+  for (let i = 0; i < 200; i++) {
+    const [{ waiting }] = await t.sql<[{ waiting: number }]>`
+      select count(*)::int as waiting from pg_stat_activity
+      where wait_event_type = 'Lock' and query ilike '%delete from%'
+        and query ilike ${`%${t.schema}%`}
+    `;
+    if (waiting >= n) return;
+    await delay(10);
+  }
+  throw new Error(`no ${n} statements waiting on a row lock`);
+}
+
+async function noWaiters(t: TestDatabase) {
+  const [{ waiting }] = await t.sql<[{ waiting: number }]>`
+    select count(*)::int as waiting from pg_stat_activity
+    where wait_event_type = 'Lock' and query ilike ${`%${t.schema}%`}
+  `;
+  return waiting === 0;
+}
+
+/**
+ * A store on a pool of one connection that goes through a TCP proxy, so the
+ * test can freeze or cut the network; disposing ends both.
+ */
+async function behindProxy(t: TestDatabase, coalesce: boolean) {
+  const proxy = startTcpProxy(databaseUrl());
+  const pool = postgres(proxy.url, { ...RESILIENT, max: 1 });
+  const store = createCodeStore(pool, {
+    table: t.table,
+    timeout: 500,
+    coalesce,
+  });
+  return {
+    proxy,
+    store,
+    async [Symbol.asyncDispose]() {
+      await pool.end({ timeout: 1 });
+      await proxy[Symbol.asyncDispose]();
+    },
+  };
+}
+
+for (const coalesce of [true, false]) {
+  Deno.test(`a \`take()\` that times out mid-statement, with the server then unreachable, rejects cleanly: nothing unhandled, the pool recovers (coalesce: ${coalesce})`, async () => {
+    await using t = await testDatabase();
+    await using subject = await behindProxy(t, coalesce);
+    const { proxy, store } = subject;
+    const code = await issue(store);
+    await using lock = await lockRow(t, code);
+    const taking = store.take(code);
+    await waitersOnLock(t, 1);
+    // Nothing can reach the server any more, not even a cancel request;
+    // the open connection stays.
+    proxy.refuse();
+    const error = await assertRejects(() => taking, OperationTimeoutError);
+    assertEquals(error.timeout, 500);
+    await delay(300); // the cancel request fails in here
+    await lock.release();
+    proxy.accept();
+    assertEquals(unhandled, [], "no rejection went unhandled");
+    // The same store and pool work again.
+    const fresh = await issue(store, "after");
+    assertEquals((await store.take(fresh))?.data.subject, "after");
+  });
+}
+
+Deno.test("a timed-out statement is cancelled on the host that runs it, not on the first host of a multi-host URL", async () => {
+  await using t = await testDatabase();
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dead = closed.addr.port;
+  closed.close();
+  const real = new URL(databaseUrl());
+  const url = `postgres://${real.username || "postgres"}@127.0.0.1:${dead},` +
+    `${real.hostname}:${real.port || 5432}${real.pathname}`;
+  const pool = postgres(url, { ...RESILIENT, max: 1 });
+  try {
+    const store = createCodeStore(pool, { table: t.table, timeout: 400 });
+    const code = await issue(store);
+    await using lock = await lockRow(t, code);
+    const taking = store.take(code);
+    await waitersOnLock(t, 1);
+    await assertRejects(() => taking, OperationTimeoutError);
+    // The cancel request reached the server running the statement: it no
+    // longer waits for the lock, and deleted nothing.
+    let cancelled = false;
+    for (let i = 0; i < 100 && !cancelled; i++) {
+      cancelled = await noWaiters(t);
+      if (!cancelled) await delay(20);
+    }
+    await lock.release();
+    assert(cancelled, "the statement was cancelled on the second host");
+    assertEquals((await store.take(code))?.data.subject, "user-42");
+    assertEquals(unhandled, []);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});
+
+for (const coalesce of [true, false]) {
+  Deno.test(`a timeout while the pool's only connection is still opening costs the pool nothing (coalesce: ${coalesce})`, async () => {
+    await using t = await testDatabase();
+    await using subject = await behindProxy(t, coalesce);
+    const { proxy, store } = subject;
+    const direct = createCodeStore(t.sql, { table: t.table });
+    const code = await issue(direct);
+    // The server "freezes" while the connection opens.
+    proxy.pause();
+    await assertRejects(() => store.take(code), OperationTimeoutError);
+    await delay(1000);
+    proxy.resume();
+    // A call that timed out before its statement was sent never runs:
+    // the code is still there, and the same pool redeems it.
+    for (let i = 0; i < 3; i++) {
+      const fresh = await issue(direct, `later-${i}`);
+      assertEquals((await store.take(fresh))?.data.subject, `later-${i}`);
+    }
+    assertEquals((await store.take(code))?.data.subject, "user-42");
+    assertEquals(unhandled, []);
+  });
+}
+
+Deno.test("one old call does not sink its batch: calls that still have time get their entries", async () => {
+  await using t = await testDatabase();
+  const pool = postgres(databaseUrl(), { ...RESILIENT, max: 1 });
+  try {
+    // One connection, so one statement at a time: calls queue and batch.
+    const store = createCodeStore(pool, { table: t.table, timeout: 2000 });
+    const [first, old, ...fresh] = await Promise.all(
+      Array.from({ length: 7 }, (_, i) => issue(store, `user-${i}`)),
+    );
+    await using firstLock = await lockRow(t, first!);
+    const taking = store.take(first!); // holds the only slot
+    await waitersOnLock(t, 1);
+    await delay(100);
+    const oldCall = store.take(old!); // waits for the slot: deadline +2 s
+    await delay(1100);
+    const freshCalls = fresh.map((code) => store.take(code)); // deadline +2 s
+    await using freshLock = await lockRow(t, fresh[0]!);
+    await firstLock.release(); // [old, ...fresh] go out together, and wait
+    assertEquals((await taking)?.data.subject, "user-0");
+    await waitersOnLock(t, 1);
+    // The old call's deadline passes while its statement waits; the fresh
+    // calls still have about a second.
+    const oldError = await oldCall.catch((error) => error);
+    assertInstanceOf(oldError, OperationTimeoutError);
+    await delay(200);
+    await freshLock.release();
+    const entries = await Promise.all(freshCalls);
+    assertEquals(
+      entries.map((entry) => entry?.data.subject),
+      ["user-2", "user-3", "user-4", "user-5", "user-6"],
+    );
+    // The old call's code was spent by the statement it was in, and is
+    // returned to no one.
+    assertEquals(await store.take(old!), null);
+    assertEquals(unhandled, []);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});
