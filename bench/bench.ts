@@ -157,7 +157,7 @@ const PATTERNS: Record<
   "naive SELECT then DELETE": {
     table: "codes",
     make: (sql) => async (code) => {
-      const hash = await hashCode(code);
+      const hash = hashCode(code);
       const [row] = await sql`
         select * from ${sql(table("codes"))} where code_hash = ${hash}
       `;
@@ -170,7 +170,7 @@ const PATTERNS: Record<
   "SELECT ... FOR UPDATE, DELETE (transaction)": {
     table: "codes",
     make: (sql) => async (code) => {
-      const hash = await hashCode(code);
+      const hash = hashCode(code);
       return await sql.begin(async (tx) => {
         const [row] = await tx`
           select * from ${tx(table("codes"))}
@@ -188,7 +188,7 @@ const PATTERNS: Record<
     make: (sql) => async (code) => {
       const [row] = await sql`
         update ${sql(table("marked"))} set consumed_at = now()
-        where code_hash = ${await hashCode(code)} and consumed_at is null
+        where code_hash = ${hashCode(code)} and consumed_at is null
         returning *
       `;
       return row ?? null;

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { crypto } from "@std/crypto/crypto";
+
 /**
  * The longest code the store accepts. RFC 6749 leaves the size to the
  * server (§4.1.2: "The authorization server SHOULD document the size of any
@@ -28,26 +30,30 @@ export function isCodeSyntax(code: string): boolean {
 /**
  * The hash of a code presented for redemption, or `undefined` for a string
  * no server could have issued (see {@linkcode isCodeSyntax}), which needs
- * no lookup. The check is synchronous, so a caller can settle other
- * preconditions before awaiting the hash.
+ * no lookup.
  *
  * @throws {TypeError} If `code` is not a string.
  */
-export function presentedHash(code: unknown): Promise<string> | undefined {
+export function presentedHash(code: unknown): string | undefined {
   if (typeof code !== "string") {
     throw new TypeError("the authorization code must be a string");
   }
   return isCodeSyntax(code) ? hashCode(code) : undefined;
 }
 
+const encoder = new TextEncoder();
+
 /**
  * Hashes an authorization code the way the store keys it: SHA-256 over the
- * UTF-8 bytes of the code (Web Crypto), encoded as base64url without padding
- * (RFC 4648 §5). The result is always 43 characters.
+ * UTF-8 bytes of the code, encoded as base64url without padding (RFC 4648
+ * §5). The result is always 43 characters.
  *
  * Codes are high-entropy random strings, so a fast unsalted hash is the
  * right tool: it lets a single indexed lookup find the entry, and a leaked
- * table holds nothing that can be redeemed.
+ * table holds nothing that can be redeemed. The digest is computed
+ * synchronously by `@std/crypto`'s `crypto.subtle.digestSync`, on the
+ * calling thread (Web Crypto's `digest` runs on a thread pool in Deno,
+ * a thread hop per code).
  *
  * @param code The plaintext code.
  * @returns The base64url hash, 43 characters.
@@ -58,17 +64,14 @@ export function presentedHash(code: unknown): Promise<string> | undefined {
  * import { hashCode } from "@attesto/code-store";
  * import { assertEquals } from "@std/assert";
  *
- * assertEquals(await hashCode("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+ * assertEquals(hashCode("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
  * ```
  */
-export async function hashCode(code: string): Promise<string> {
+export function hashCode(code: string): string {
   if (typeof code !== "string") {
     throw new TypeError("the authorization code must be a string");
   }
-  const digest = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(code),
-  );
+  const digest = crypto.subtle.digestSync("SHA-256", encoder.encode(code));
   return new Uint8Array(digest).toBase64({
     alphabet: "base64url",
     omitPadding: true,

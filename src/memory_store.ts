@@ -36,6 +36,7 @@
  * @module
  */
 
+import { promised } from "./_promised.ts";
 import { DuplicateCodeError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import type { PurgeResult } from "./purge.ts";
@@ -90,49 +91,52 @@ export function createMemoryCodeStore(
   const tombstones = new Map<string, Tombstone>();
 
   return {
-    async put(input: NewCode): Promise<void> {
-      const { code, data, expiresAt } = validateNewCode(input);
-      const row = rowOf({ codeHash: await hashCode(code), data, expiresAt });
-      // No await from the check to the write: atomic in this process. A
-      // code redeemed while its tombstone lasts is used up, as in PostgreSQL.
-      const tombstone = tombstones.get(row.code_hash);
-      if (
-        codes.has(row.code_hash) || (tombstone && tombstone.keepUntil > now())
-      ) {
-        throw new DuplicateCodeError();
-      }
-      codes.set(row.code_hash, row);
-    },
+    put: (input: NewCode): Promise<void> =>
+      promised(() => {
+        const { code, data, expiresAt } = validateNewCode(input);
+        const row = rowOf({ codeHash: hashCode(code), data, expiresAt });
+        // Synchronous from the check to the write: atomic in this process. A
+        // code redeemed while its tombstone lasts is used up, as in PostgreSQL.
+        const tombstone = tombstones.get(row.code_hash);
+        if (
+          codes.has(row.code_hash) || (tombstone && tombstone.keepUntil > now())
+        ) {
+          throw new DuplicateCodeError();
+        }
+        codes.set(row.code_hash, row);
+      }),
 
-    async take(code: string): Promise<CodeEntry | null> {
-      const hash = await presentedHash(code);
-      const row = hash === undefined ? undefined : codes.get(hash);
-      if (!row) return null;
-      // No await from the read to the delete: one caller gets the row.
-      codes.delete(row.code_hash);
-      const spentAt = now();
-      tombstones.set(row.code_hash, {
-        spent: {
-          codeHash: row.code_hash,
-          clientId: row.client_id,
-          subject: row.subject,
-          redirectUri: row.redirect_uri,
-          codeChallenge: row.code_challenge,
-          grantId: row.grant_id,
-          spentAt: Math.floor(spentAt / 1000),
-        },
-        keepUntil: spentAt + retention * 1000,
-      });
-      return toRecord(row);
-    },
+    take: (code: string): Promise<CodeEntry | null> =>
+      promised(() => {
+        const hash = presentedHash(code);
+        const row = hash === undefined ? undefined : codes.get(hash);
+        if (!row) return null;
+        // Synchronous from the read to the delete: one caller gets the row.
+        codes.delete(row.code_hash);
+        const spentAt = now();
+        tombstones.set(row.code_hash, {
+          spent: {
+            codeHash: row.code_hash,
+            clientId: row.client_id,
+            subject: row.subject,
+            redirectUri: row.redirect_uri,
+            codeChallenge: row.code_challenge,
+            grantId: row.grant_id,
+            spentAt: Math.floor(spentAt / 1000),
+          },
+          keepUntil: spentAt + retention * 1000,
+        });
+        return toRecord(row);
+      }),
 
-    async spent(code: string): Promise<SpentCode | null> {
-      const hash = await presentedHash(code);
-      const tombstone = hash === undefined ? undefined : tombstones.get(hash);
-      return tombstone && tombstone.keepUntil > now()
-        ? { ...tombstone.spent }
-        : null;
-    },
+    spent: (code: string): Promise<SpentCode | null> =>
+      promised(() => {
+        const hash = presentedHash(code);
+        const tombstone = hash === undefined ? undefined : tombstones.get(hash);
+        return tombstone && tombstone.keepUntil > now()
+          ? { ...tombstone.spent }
+          : null;
+      }),
 
     purgeExpired(): PurgeResult {
       const at = now();

@@ -142,7 +142,7 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
  * import { assertEquals } from "@std/assert";
  *
  * const row = fromRecord({
- *   codeHash: await hashCode("SplxlOBeZQQYbYS6WxSbIA"),
+ *   codeHash: hashCode("SplxlOBeZQQYbYS6WxSbIA"),
  *   expiresAt: 1_900_000_000,
  *   data: {
  *     clientId: "s6BhdRkqt3",

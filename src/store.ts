@@ -5,6 +5,7 @@
  */
 
 import type { Sql } from "postgres";
+import { promised } from "./_promised.ts";
 import { coalescer } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
@@ -258,24 +259,27 @@ export function createCodeStore(
   };
 
   return {
-    async put(input: NewCode): Promise<void> {
-      const { code, data, expiresAt } = validateNewCode(input);
-      const sql = database();
-      const row = rowOf({ codeHash: await hashCode(code), data, expiresAt });
-      return statements(sql).put(row);
-    },
+    put: (input: NewCode): Promise<void> =>
+      promised(() => {
+        const { code, data, expiresAt } = validateNewCode(input);
+        const sql = database();
+        const row = rowOf({ codeHash: hashCode(code), data, expiresAt });
+        return statements(sql).put(row);
+      }),
 
-    async take(code: string): Promise<CodeEntry | null> {
-      const hash = presentedHash(code);
-      const sql = database();
-      return hash ? statements(sql).take(await hash) : null;
-    },
+    take: (code: string): Promise<CodeEntry | null> =>
+      promised(() => {
+        const hash = presentedHash(code);
+        const sql = database();
+        return hash ? statements(sql).take(hash) : null;
+      }),
 
-    async spent(code: string): Promise<SpentCode | null> {
-      const hash = presentedHash(code);
-      const sql = database();
-      return hash ? statements(sql).spent(await hash) : null;
-    },
+    spent: (code: string): Promise<SpentCode | null> =>
+      promised(() => {
+        const hash = presentedHash(code);
+        const sql = database();
+        return hash ? statements(sql).spent(hash) : null;
+      }),
   };
 }
 

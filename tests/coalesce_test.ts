@@ -278,6 +278,26 @@ Deno.test("concurrent `put()`s share statements; a duplicate fails only its own 
   for (const code of fresh) assert(await store.take(code));
 });
 
+Deno.test("a code taken twice in one statement goes to the first caller", async () => {
+  await using t = await testDatabase();
+  const statements = await statementCounter(t);
+  const store = createCodeStore(t.sql, { table: t.table });
+  for (let round = 0; round < 5; round++) {
+    const code = randomCode();
+    await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+    const before = await statements();
+    const [first, second, third] = await Promise.all([
+      store.take(code),
+      store.take(code),
+      store.take(code),
+    ]);
+    assertEquals(await statements() - before, 1, "one statement");
+    assert(first !== null);
+    assertStrictEquals(second, null);
+    assertStrictEquals(third, null);
+  }
+});
+
 Deno.test("a statement that fails rejects every call in its batch with the database error", async () => {
   await using t = await testDatabase();
   const store = createCodeStore(t.sql, { table: `${t.schema}.missing` });

@@ -64,7 +64,7 @@ const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
     }));
     await store.put(input);
     assertEquals(await store.take(input.code), {
-      codeHash: await hashCode(input.code),
+      codeHash: hashCode(input.code),
       expiresAt: IN_A_MINUTE,
       data: { dpopJkt: null, ...input.data },
     });

@@ -405,7 +405,7 @@ Deno.test("a row locked by another transaction: `take()` waits, then exactly one
         // The other transaction redeems the same code, not yet committed.
         await locker`
           delete from ${locker(t.table)}
-          where code_hash = ${await hashCode(code!)}
+          where code_hash = ${hashCode(code!)}
         `;
         const waiting = Array.from(
           { length: 10 },
@@ -445,7 +445,7 @@ Deno.test("a lock timeout or statement timeout: `take()` fails cleanly and a ret
         await locker`begin`;
         await locker`
           select 1 from ${locker(t.table)}
-          where code_hash = ${await hashCode(code!)} for update
+          where code_hash = ${hashCode(code!)} for update
         `;
         const error = await assertRejects(() => fast.take(code!));
         assertEquals(kind(error), expected);

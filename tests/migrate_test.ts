@@ -241,7 +241,7 @@ Deno.test("`migrate()` upgrades a database made by 0.1: its codes survive and ca
   const table = `${t.schema}.codes_v01`;
   await t.sql.unsafe(DDL_0_1(table));
   const code = randomCode();
-  const hash = await hashCode(code);
+  const hash = hashCode(code);
   await t.sql`
     insert into ${t.sql(table)} (code_hash, client_id, subject, redirect_uri,
       scope, code_challenge, code_challenge_method, expires_at)

@@ -77,7 +77,7 @@ Deno.test("the same race double-redeems with a check-then-delete store (control)
     put: store.put,
     spent: store.spent,
     async take(code) {
-      const hash = await hashCode(code);
+      const hash = hashCode(code);
       const [row] = await sql`
         select * from ${sql(t.table)} where code_hash = ${hash}
       `;

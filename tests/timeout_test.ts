@@ -59,7 +59,7 @@ async function lockRow(t: TestDatabase, code: string) {
   await locker`begin`;
   await locker`
     select 1 from ${locker(t.table)}
-    where code_hash = ${await hashCode(code)} for update
+    where code_hash = ${hashCode(code)} for update
   `;
   let released: Promise<void> | undefined;
   const release = () =>
@@ -93,7 +93,7 @@ async function noWaiters(t: TestDatabase) {
  * A store on a pool of one connection that goes through a TCP proxy, so the
  * test can freeze or cut the network; disposing ends both.
  */
-async function behindProxy(t: TestDatabase, coalesce: boolean) {
+function behindProxy(t: TestDatabase, coalesce: boolean) {
   const proxy = startTcpProxy(databaseUrl());
   const pool = postgres(proxy.url, { ...RESILIENT, max: 1 });
   const store = createCodeStore(pool, {
@@ -114,7 +114,7 @@ async function behindProxy(t: TestDatabase, coalesce: boolean) {
 for (const coalesce of [true, false]) {
   Deno.test(`a \`take()\` that times out mid-statement, with the server then unreachable, rejects cleanly: nothing unhandled, the pool recovers (coalesce: ${coalesce})`, async () => {
     await using t = await testDatabase();
-    await using subject = await behindProxy(t, coalesce);
+    await using subject = behindProxy(t, coalesce);
     const { proxy, store } = subject;
     const code = await issue(store);
     await using lock = await lockRow(t, code);
@@ -170,7 +170,7 @@ Deno.test("a timed-out statement is cancelled on the host that runs it, not on t
 for (const coalesce of [true, false]) {
   Deno.test(`a timeout while the pool's only connection is still opening costs the pool nothing (coalesce: ${coalesce})`, async () => {
     await using t = await testDatabase();
-    await using subject = await behindProxy(t, coalesce);
+    await using subject = behindProxy(t, coalesce);
     const { proxy, store } = subject;
     const direct = createCodeStore(t.sql, { table: t.table });
     const code = await issue(direct);

@@ -65,10 +65,10 @@ export function newCodeFor(seed: string, i: number): NewCode {
 }
 
 /** What `take()` must return for the code with index `i`. */
-export async function entryFor(seed: string, i: number): Promise<CodeEntry> {
+export function entryFor(seed: string, i: number): CodeEntry {
   const { code, data, expiresAt } = newCodeFor(seed, i);
   return {
-    codeHash: await hashCode(code),
+    codeHash: hashCode(code),
     expiresAt,
     data: { ...data, nonce: null, dpopJkt: null, resource: [], grantId: null },
   };
