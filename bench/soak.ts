@@ -106,12 +106,14 @@ console.log(`
 | wrong grant         | ${r.mismatches} |
 | nulls               | ${r.nulls} |
 | errors              | ${JSON.stringify(r.errors)} |
+| unhandled rejections | ${r.unhandled} |
 | rows left           | ${r.rowsLeft} |
 | take throughput     | ${Math.round(r.takesPerSecond)} takes/s over ${
   r.takeSeconds.toFixed(1)
 } s |`);
 const ok = r.winners === r.codes && r.doubleRedemptions === 0 &&
-  r.mismatches === 0 && r.rowsLeft === 0 && errorCount(r) === 0;
+  r.mismatches === 0 && r.rowsLeft === 0 && errorCount(r) === 0 &&
+  r.unhandled === 0;
 console.log(ok ? "\nok" : "\nFAILED");
 Deno.exit(ok ? 0 : 1);
 

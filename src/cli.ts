@@ -5,13 +5,16 @@
  * deno run -A jsr:@attesto/code-store/cli migrate
  * deno run -A jsr:@attesto/code-store/cli purge --table auth.codes
  * deno run -A jsr:@attesto/code-store/cli stats --json
+ * deno run -A jsr:@attesto/code-store/cli replication
  * ```
  *
  * The database comes from `DATABASE_URL`, or from the `PG*` variables
  * (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`) that managed
  * PostgreSQL services inject. Exit codes: 0 done, 1 database error (for
  * example unreachable), 2 usage error (unknown command or option, no
- * database configured).
+ * database configured); `replication` also exits 3 when standbys replicate
+ * asynchronously (a failover can lose redemptions) and 4 when no standby
+ * is visible from the server.
  *
  * @example Run it from code
  * ```ts ignore
@@ -25,6 +28,7 @@
 
 import { parseArgs } from "node:util";
 import postgres from "postgres";
+import { replicationReport } from "./_replication.ts";
 import { migrate } from "./migrate.ts";
 import { purgeExpired } from "./purge.ts";
 import { parseTableName } from "./table_name.ts";
@@ -35,16 +39,21 @@ Commands:
   migrate   create or upgrade the codes table and its tombstone table
   purge     delete expired codes and expired tombstones, in batches
   stats     live codes, expired codes, tombstones, oldest row age
+  replication
+            whether a failover can lose a redeemed code: synchronous
+            replication settings and the standbys, as the server sees them
 
 Options:
   --table <name>       the codes table (default authorization_codes),
                        optionally schema-qualified: auth.codes
   --batch-size <n>     purge: rows per statement (default 1000)
-  --json               stats: print JSON
+  --json               stats, replication: print JSON
   -h, --help           this help
 
 The database comes from DATABASE_URL, or from PGHOST, PGPORT, PGDATABASE,
-PGUSER and PGPASSWORD. Exit codes: 0 done, 1 database error, 2 usage error.
+PGUSER and PGPASSWORD. Exit codes: 0 done, 1 database error, 2 usage error;
+replication: 3 standbys are asynchronous (a failover can lose redemptions),
+4 no standby is visible from this server.
 `;
 
 class UsageError extends Error {}
@@ -54,7 +63,9 @@ class UsageError extends Error {}
  * stdout; errors go to stderr and never include the password.
  *
  * @param args The command line, without the program name.
- * @returns 0 on success, 1 on a database error, 2 on a usage error.
+ * @returns 0 on success, 1 on a database error, 2 on a usage error; for
+ * `replication`, 3 when standbys are asynchronous and 4 when none is
+ * visible.
  *
  * @example
  * ```ts
@@ -112,6 +123,22 @@ export async function main(args: readonly string[]): Promise<number> {
       console.log(
         `purged ${codes} expired codes and ${tombstones} expired tombstones`,
       );
+    } else if (command === "replication") {
+      const report = await replicationReport(sql);
+      console.log(
+        options.json ? JSON.stringify(report) : [
+          report.message,
+          "",
+          `synchronous_standby_names  ${
+            report.synchronousStandbyNames || "(empty)"
+          }`,
+          `synchronous_commit         ${report.synchronousCommit}`,
+          ...report.standbys.map((s) =>
+            `standby                    ${s.name}: ${s.state}, ${s.syncState}`
+          ),
+        ].join("\n"),
+      );
+      return { none: 0, asynchronous: 3, unknown: 4 }[report.risk];
     } else {
       const stats = await readStats(sql, table);
       console.log(
@@ -145,7 +172,7 @@ function parse(args: readonly string[]) {
   let command = values.help ? "help" : positionals[0];
   if (
     command !== undefined &&
-    !["migrate", "purge", "stats", "help"].includes(command)
+    !["migrate", "purge", "stats", "replication", "help"].includes(command)
   ) {
     throw new UsageError(`unknown command: ${command}`);
   }

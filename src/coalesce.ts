@@ -15,7 +15,8 @@
  * writes it ({@linkcode Batch.send}), so a call that timed out before then
  * is left out of it: a statement sent late (after a reconnect, a failover)
  * does nothing for it. A statement is cancelled only once every call in it
- * has timed out. Since every call of a coalescer has the same timeout,
+ * has timed out, and its slot is given back then, whether or not it ever
+ * settles. Since every call of a coalescer has the same timeout,
  * deadlines come in arrival order, and one timer serves them all.
  *
  * @module
@@ -66,6 +67,20 @@ export interface CoalesceLimits {
    * statement had been written to the database.
    */
   readonly expired: (sent: boolean) => unknown;
+  /**
+   * Shared by the coalescers of one pool: after a statement fails with an
+   * error for which `after` returns a number of milliseconds, none of them
+   * sends a statement for that long.
+   */
+  readonly quiet?: Quiet | undefined;
+}
+
+/** A pause in sending, shared by the coalescers of one pool. */
+export interface Quiet {
+  /** How long to stay quiet after a statement failed with `error`, in ms. */
+  readonly after: (error: unknown) => number;
+  /** Until when (`performance.now()`), set by the coalescers. */
+  until: number;
 }
 
 const QUEUED = 0;
@@ -89,6 +104,8 @@ interface InFlight {
   /** Whether the statement was written to the database. */
   sent: boolean;
   cancel: (() => void) | undefined;
+  /** Gives its slot back, once. */
+  release: () => void;
 }
 
 /**
@@ -103,7 +120,7 @@ export function coalescer<I, O>(
   run: BatchRunner<I, O>,
   limits: CoalesceLimits,
 ): (input: I) => Promise<O> {
-  const { maxBatch, concurrency, timeout, expired } = limits;
+  const { maxBatch, concurrency, timeout, expired, quiet } = limits;
   let pending: Call<I, O>[] = [];
   let inFlight = 0;
   let scheduled = false;
@@ -118,8 +135,13 @@ export function coalescer<I, O>(
     call.state = SETTLED;
     const batch = call.batch;
     call.batch = undefined;
-    if (batch && --batch.waiting === 0 && timedOut && batch.sent) {
-      batch.cancel?.();
+    if (batch && --batch.waiting === 0 && timedOut) {
+      // Nobody waits for the statement any more: cancel it if it runs, and
+      // free its slot now. A statement can fail to settle at all
+      // (postgres.js 3.4.9 loses a query handed to a connection between
+      // its socket error and its close), and must not hold a slot forever.
+      if (batch.sent) batch.cancel?.();
+      batch.release();
     }
     while (head < calls.length && calls[head]!.state === SETTLED) head++;
     if (head === calls.length) {
@@ -153,8 +175,18 @@ export function coalescer<I, O>(
     }
   };
 
+  let resume: ReturnType<typeof setTimeout> | undefined;
+
   const flush = () => {
     scheduled = false;
+    const wait = (quiet?.until ?? 0) - performance.now();
+    if (wait > 0 && pending.length > 0) {
+      resume ??= setTimeout(() => {
+        resume = undefined;
+        flush();
+      }, Math.ceil(wait));
+      return;
+    }
     while (pending.length > 0 && inFlight < concurrency) {
       const batch: Call<I, O>[] = [];
       let taken = 0;
@@ -169,10 +201,20 @@ export function coalescer<I, O>(
 
   const send = (batch: Call<I, O>[]) => {
     inFlight++;
+    let released = false;
     const flight: InFlight = {
       waiting: batch.length,
       sent: false,
       cancel: undefined,
+      release() {
+        if (released) return;
+        released = true;
+        inFlight--;
+        if (!scheduled) {
+          scheduled = true;
+          queueMicrotask(flush);
+        }
+      },
     };
     for (const call of batch) {
       call.state = BATCHED;
@@ -200,6 +242,10 @@ export function coalescer<I, O>(
       },
     };
     const fail = (error: unknown) => {
+      const pause = quiet?.after(error) ?? 0;
+      if (pause > 0) {
+        quiet!.until = Math.max(quiet!.until, performance.now() + pause);
+      }
       for (const call of batch) {
         if (call.state !== SETTLED) {
           settle(call);
@@ -231,10 +277,7 @@ export function coalescer<I, O>(
           call.reject(outcome.error);
         }
       }
-    }, fail).catch(fail).finally(() => {
-      inFlight--;
-      flush();
-    });
+    }, fail).catch(fail).finally(flight.release);
   };
 
   return (input) =>

@@ -146,8 +146,7 @@ export function deleteRows(
           where code_hash in (select code_hash from tombstones)
         `.values(),
     );
-    const rows = new Map<string, readonly unknown[]>();
-    for (const values of spent) rows.set(values[0] as string, values);
+    const rows = byHash(spent);
     return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
       const values = rows.get(hash);
       if (values === undefined || !batch.waiting(i)) return { value: null };
@@ -208,8 +207,7 @@ export function findTombstones(
             and expires_at > now()
         `.values(),
     );
-    const rows = new Map<string, readonly unknown[]>();
-    for (const values of found) rows.set(values[0] as string, values);
+    const rows = byHash(found);
     return batch.inputs.map((hash) => {
       const row = rows.get(hash);
       if (!row) return { value: null };
@@ -220,6 +218,21 @@ export function findTombstones(
       }
     });
   };
+}
+
+/**
+ * The rows of a result by their first column, the hash. Holes are skipped:
+ * postgres.js 3.4.9 does not reset its row counter when a statement fails
+ * while its rows arrive (a connection lost mid-result), so the next result
+ * on that connection can start with empty slots (porsager/postgres #1119,
+ * #1181); the rows after them are the statement's own.
+ */
+function byHash(result: readonly (readonly unknown[])[]) {
+  const rows = new Map<string, readonly unknown[]>();
+  for (const values of result) {
+    if (values) rows.set(values[0] as string, values);
+  }
+  return rows;
 }
 
 /** The row of the columns the take statement selects, in {@linkcode CODE_COLUMNS} order. */

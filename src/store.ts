@@ -6,7 +6,7 @@
 
 import type { Sql } from "postgres";
 import { promised } from "./_promised.ts";
-import { coalescer } from "./coalesce.ts";
+import { coalescer, type Quiet } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
@@ -301,7 +301,9 @@ function statementsFor(
   timeout: number,
   coalesce: CoalesceSettings | undefined,
 ): Statements {
+  const quiet: Quiet = { after: afterBrokenConnection, until: 0 };
   const limits = (operation: string) => ({
+    quiet,
     maxBatch: coalesce?.maxBatch ?? 1,
     concurrency: coalesce
       ? coalesce.concurrency ?? sql.options?.max ?? 10
@@ -316,6 +318,34 @@ function statementsFor(
     spent: coalescer(findTombstones(sql, tables), limits("spent")),
   };
 }
+
+/**
+ * After a statement failed because its connection broke, the store sends
+ * nothing on that pool for a moment (ms). postgres.js 3.4.9 keeps such a
+ * connection in its pool until the socket's `close` event (tens of
+ * milliseconds later under load, after the `error`), and a query handed to
+ * it in between never settles and wedges the connection for good once it
+ * reconnects (the driver keeps its last query after a socket error:
+ * porsager/postgres #1130, #1142). Waiting lets the close come first.
+ */
+function afterBrokenConnection(error: unknown): number {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return 0;
+  return BROKEN_CONNECTION.has(code) || code.startsWith("08") ||
+      /^57P0[123]$/.test(code)
+    ? 200
+    : 0;
+}
+
+/** postgres.js and Node socket error codes of a broken connection. */
+const BROKEN_CONNECTION = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+]);
 
 interface CoalesceSettings {
   readonly maxBatch: number;

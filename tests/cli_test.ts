@@ -1,4 +1,7 @@
-/** The command line, run as a process, as scripts would run it. */
+/**
+ * The command line, run as a process, as scripts would run it: with only
+ * the network and environment permissions (it touches no file).
+ */
 
 import {
   assert,
@@ -13,29 +16,7 @@ import {
   randomCode,
   testDatabase,
 } from "./support/database.ts";
-
-const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
-
-/** Runs the CLI with only the given database settings in its environment. */
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const keep = ["HOME", "PATH", "DENO_DIR", "JSR_URL", "XDG_CACHE_HOME"];
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    clearEnv: true,
-    env: {
-      ...Object.fromEntries(
-        keep.flatMap((k) => {
-          const v = Deno.env.get(k);
-          return v === undefined ? [] : [[k, v]];
-        }),
-      ),
-      NO_COLOR: "1",
-      ...env,
-    },
-  }).output();
-  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code, out: decode(stdout), err: decode(stderr) };
-}
+import { cli } from "./support/cli.ts";
 
 Deno.test("`cli --help` prints the usage and exits 0; a bad command or option exits 2", async () => {
   for (const args of [["--help"], ["-h"], ["help"], []]) {
@@ -130,4 +111,17 @@ Deno.test("`cli migrate`, `stats` and `purge` work on a table, from DATABASE_URL
   const missing = await cli(["stats", "--table", `${t.schema}.nope`], pg);
   assertEquals(missing.code, 1);
   assertStringIncludes(missing.err, "run the migrate command first");
+});
+
+Deno.test("`cli replication` on a server without standbys says it cannot see one and exits 4", async () => {
+  const text = await cli(["replication"], { DATABASE_URL: databaseUrl() });
+  assertEquals(text.code, 4, text.err);
+  assertStringIncludes(text.out, "No standby streams from this server");
+  const json = await cli(["replication", "--json"], {
+    DATABASE_URL: databaseUrl(),
+  });
+  assertEquals(json.code, 4, json.err);
+  const report = JSON.parse(json.out);
+  assertEquals(report.risk, "unknown");
+  assertEquals(report.standbys, []);
 });

@@ -13,7 +13,12 @@ import {
   assertStrictEquals,
 } from "@std/assert";
 import { createCodeStore, DuplicateCodeError } from "../mod.ts";
-import { type Batch, coalescer, type Outcome } from "../src/coalesce.ts";
+import {
+  type Batch,
+  coalescer,
+  type Outcome,
+  type Quiet,
+} from "../src/coalesce.ts";
 import {
   grant,
   randomCode,
@@ -76,33 +81,30 @@ Deno.test("a failed batch rejects every call in it; a call's own error stays its
   assertEquals(mixed[2], { status: "fulfilled", value: 2 });
 });
 
-Deno.test("a call that waited past the timeout for a free slot is rejected without being sent", async () => {
+Deno.test("a call that times out while it waits for a slot is rejected without being sent", async () => {
   const sent: number[] = [];
-  let release = () => {};
   const run = coalescer<number, number>(
     ({ inputs }) => {
       sent.push(...inputs);
-      return new Promise((resolve) => {
-        release = () => resolve(inputs.map((value) => ({ value })));
-      });
+      return new Promise(() => {}); // the server never answers
     },
     {
-      maxBatch: 10,
+      maxBatch: 1,
       concurrency: 1,
       timeout: 100,
-      expired: () => new Error("expired"),
+      expired: (wasSent) => new Error(wasSent ? "sent" : "not sent"),
     },
   );
   const first = run(1);
-  await new Promise((resolve) => setTimeout(resolve, 60));
-  const second = run(2); // waits: the only slot is busy
-  const outcomes = Promise.allSettled([first, second]);
-  await new Promise((resolve) => setTimeout(resolve, 120));
-  release(); // too late for the first; the second expired in the queue
-  const [a, b] = await outcomes;
-  assertEquals(a.status, "rejected");
-  assertEquals(b.status, "rejected");
-  assertEquals(sent, [1], "the second call was never sent");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  // Two calls at once: the second gets the slot when the first times out,
+  // the third times out together with the second, still waiting.
+  const outcomes = await Promise.allSettled([first, run(2), run(3)]);
+  assertEquals(
+    outcomes.map((o) => o.status === "rejected" && o.reason.message),
+    ["not sent", "not sent", "not sent"],
+  );
+  assertEquals(sent, [1, 2], "the third call was never given to a runner");
 });
 
 Deno.test("a runner that returns fewer outcomes than calls: every call settles, nothing is unhandled", async () => {
@@ -193,6 +195,69 @@ Deno.test("each call keeps its own deadline: one that times out in flight leaves
   assertEquals(cancelled, [], `4 still waits ${JSON.stringify(cancelled)}`);
   assertEquals((await b.catch((error) => error)).message, "expired, sent");
   assertEquals(cancelled, [[3, 4]]);
+});
+
+Deno.test("a statement that never settles holds its slot only until its calls time out", async () => {
+  const sent: number[][] = [];
+  const run = coalescer<number, number>(
+    ({ inputs }) => {
+      sent.push([...inputs]);
+      // The first statement is lost: its promise never settles.
+      return inputs[0] === 1
+        ? new Promise(() => {})
+        : Promise.resolve(inputs.map((value) => ({ value })));
+    },
+    {
+      maxBatch: 10,
+      concurrency: 1,
+      timeout: 100,
+      expired: () => new Error("expired"),
+    },
+  );
+  const lost = run(1);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const next = run(2); // waits for the only slot
+  await assertRejects(() => lost, Error, "expired");
+  assertEquals(await next, 2, "the slot was given back");
+  assertEquals(sent, [[1], [2]]);
+});
+
+Deno.test("after a statement fails because its connection broke, no statement is sent for the quiet period", async () => {
+  const sentAt: number[] = [];
+  const quiet: Quiet = {
+    after: (error) => (error as Error).message === "ECONNRESET" ? 150 : 0,
+    until: 0,
+  };
+  const run = coalescer<number, number>(
+    ({ inputs }) => {
+      sentAt.push(performance.now());
+      return inputs[0] === 1
+        ? Promise.reject(new Error("ECONNRESET"))
+        : Promise.resolve(inputs.map((value) => ({ value })));
+    },
+    {
+      maxBatch: 1,
+      concurrency: 1,
+      timeout: 1000,
+      expired: () => new Error("expired"),
+      quiet,
+    },
+  );
+  const started = performance.now();
+  const broken = run(1);
+  const waiting = run(2); // waits for the slot the broken statement holds
+  await assertRejects(() => broken, Error, "ECONNRESET");
+  assertEquals(await waiting, 2);
+  assertEquals(sentAt.length, 2);
+  assertGreaterOrEqual(sentAt[1]! - started, 140, "sent after the pause");
+  // Other failures do not pause.
+  quiet.until = 0;
+  const plain = coalescer<number, number>(
+    () => Promise.reject(new Error("42P01")),
+    { maxBatch: 1, concurrency: 1, timeout: 1000, expired: () => 0, quiet },
+  );
+  await assertRejects(() => plain(1));
+  assertEquals(quiet.until, 0);
 });
 
 Deno.test("concurrent `take()`s share statements, and each caller gets its own entry", async () => {

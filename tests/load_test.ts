@@ -22,6 +22,7 @@ Deno.test("10,000 codes, each raced by 4 callers in 2 processes over 4 pools: 10
   assertEquals(report.errors, {});
   assertEquals(report.winners, 10_000);
   assertEquals(report.doubleRedemptions, 0);
+  assertEquals(report.unhandled, 0, "no unhandled rejection in any worker");
   assertEquals(report.unredeemed, 0);
   assertEquals(report.mismatches, 0, "each grant equals what was put");
   assertEquals(report.nulls, 30_000);

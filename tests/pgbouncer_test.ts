@@ -78,6 +78,7 @@ Deno.test({
     assertEquals(report.errors, {});
     assertEquals(report.winners, 1000);
     assertEquals(report.doubleRedemptions, 0);
+    assertEquals(report.unhandled, 0, "no unhandled rejection in any worker");
     assertEquals(report.mismatches, 0);
     assertEquals(report.rowsLeft, 0);
   },

@@ -109,6 +109,7 @@ Deno.test("of concurrent `take()`s in 3 OS processes, exactly one gets each entr
   assertEquals(report.errors, {});
   assertEquals(report.winners, 50, "every code redeemed exactly once");
   assertEquals(report.doubleRedemptions, 0);
+  assertEquals(report.unhandled, 0, "no unhandled rejection in any worker");
   assertEquals(report.mismatches, 0, "each winner got the grant stored");
   assertEquals(report.nulls, 50 * (3 * 4 - 1));
   assertEquals(report.rowsLeft, 0);

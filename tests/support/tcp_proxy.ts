@@ -2,10 +2,13 @@
  * A TCP proxy in front of a PostgreSQL server, for tests that need the
  * network to misbehave: hold every byte for a while (a frozen server or a
  * stalled link), refuse new connections while the open ones keep working (a
- * host that just became unreachable), or cut every connection.
+ * host that just became unreachable), or reset every connection (a host
+ * that died: the client reads ECONNRESET).
  *
  * @module
  */
+
+import net from "node:net";
 
 /** A running proxy. */
 export interface TcpProxy extends AsyncDisposable {
@@ -13,8 +16,6 @@ export interface TcpProxy extends AsyncDisposable {
   readonly port: number;
   /** `url` with its host and port replaced by the proxy's. */
   readonly url: string;
-  /** Connections accepted so far. */
-  readonly accepted: number;
   /** Holds every byte, both ways, on every connection until {@linkcode resume}. */
   pause(): void;
   /** Lets the held bytes through. */
@@ -22,9 +23,9 @@ export interface TcpProxy extends AsyncDisposable {
   /** Stops listening: new connections are refused, open ones keep working. */
   refuse(): void;
   /** Listens again on the same port. */
-  accept(): void;
-  /** Closes every open connection. */
-  cut(): void;
+  accept(): Promise<void>;
+  /** Resets every open connection (TCP RST to the client). */
+  reset(): void;
 }
 
 /**
@@ -33,101 +34,65 @@ export interface TcpProxy extends AsyncDisposable {
  * @param url A `postgres://` URL of the server.
  * @returns The proxy; dispose it to close everything.
  */
-export function startTcpProxy(url: string): TcpProxy {
+export async function startTcpProxy(url: string): Promise<TcpProxy> {
   const target = new URL(url);
-  const hostname = target.hostname;
-  const port = Number(target.port || 5432);
-  const open = new Set<Deno.Conn>();
-  const pumps = new Set<Promise<void>>();
-  let listener: Deno.TcpListener | undefined;
-  let accepted = 0;
-  let held: PromiseWithResolvers<void> | undefined;
-
-  const forward = (from: Deno.Conn, to: Deno.Conn) =>
-    from.readable.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        async transform(chunk, controller) {
-          while (held) await held.promise;
-          controller.enqueue(chunk);
-        },
-      }),
-    ).pipeTo(to.writable).catch(() => {});
-
-  const serve = async (l: Deno.TcpListener) => {
-    for await (const client of l) {
-      accepted++;
-      let server: Deno.Conn;
-      try {
-        server = await Deno.connect({ hostname, port });
-      } catch {
-        client.close();
-        continue;
-      }
-      open.add(client);
-      open.add(server);
-      const both = Promise.all([
-        forward(client, server),
-        forward(server, client),
-      ]).then(() => {
-        for (const conn of [client, server]) {
-          open.delete(conn);
-          try {
-            conn.close();
-          } catch {
-            // Already closed by a finished pipe.
-          }
-        }
+  const open = new Set<net.Socket>();
+  let paused = false;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(
+      Number(target.port || 5432),
+      target.hostname,
+    );
+    for (const socket of [client, upstream]) {
+      open.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        open.delete(socket);
+        client.destroy();
+        upstream.destroy();
       });
-      pumps.add(both);
-      both.finally(() => pumps.delete(both));
     }
-  };
-
-  const listen = (at: number) => {
-    listener = Deno.listen({ hostname: "127.0.0.1", port: at });
-    void serve(listener).catch(() => {});
-    return listener.addr.port;
-  };
-  const proxyPort = listen(0);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    // After pipe(), which resumes its source.
+    if (paused) {
+      client.pause();
+      upstream.pause();
+    }
+  });
+  const listen = (port: number) =>
+    new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  await listen(0);
+  const port = (server.address() as net.AddressInfo).port;
   const proxied = new URL(url);
   proxied.hostname = "127.0.0.1";
-  proxied.port = String(proxyPort);
+  proxied.port = String(port);
 
   return {
-    port: proxyPort,
+    port,
     url: proxied.href,
-    get accepted() {
-      return accepted;
-    },
     pause() {
-      held ??= Promise.withResolvers<void>();
+      paused = true;
+      for (const socket of open) socket.pause();
     },
     resume() {
-      held?.resolve();
-      held = undefined;
+      paused = false;
+      for (const socket of open) socket.resume();
     },
     refuse() {
-      listener?.close();
-      listener = undefined;
+      server.close();
     },
     accept() {
-      if (!listener) listen(proxyPort);
+      return server.listening ? Promise.resolve() : listen(port);
     },
-    cut() {
-      for (const conn of open) {
-        try {
-          conn.close();
-        } catch {
-          // Already closed.
-        }
-      }
-      open.clear();
+    reset() {
+      for (const socket of open) socket.resetAndDestroy();
     },
     async [Symbol.asyncDispose]() {
-      this.resume();
-      this.refuse();
-      this.cut();
-      await Promise.allSettled([...pumps]);
+      for (const socket of open) socket.destroy();
+      if (server.listening) {
+        await new Promise((resolve) => server.close(resolve));
+      }
     },
   };
 }

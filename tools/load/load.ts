@@ -1,19 +1,24 @@
 /**
  * Races `take()` across OS processes at any scale: the engine behind the
- * multi-process race tests, the CI load test and `deno task soak`.
+ * multi-process race tests, the CI load test, the failover test and
+ * `deno task soak`.
  *
- * The parent spawns `load_worker.ts` processes, has them store the codes,
- * then walks the codes in rounds: every process races every code of a round
- * at once, and the parent counts, per code, how many callers got its entry.
+ * A {@linkcode LoadRun} spawns `load_worker.ts` processes, has them store
+ * the codes, then races codes: every process takes every code of a round
+ * at once, and the parent collects, per code, how many callers got its
+ * entry and whether any call for it failed. {@linkcode runLoad} runs every
+ * code once, in rounds, and reports.
  *
  * @module
  */
 
 import postgres from "postgres";
-import type { PoolOptions, WorkerPlan } from "./load_plan.ts";
+import type { PoolOptions, StoreOptions, WorkerPlan } from "./load_plan.ts";
 
 /** A load run. */
 export interface LoadOptions {
+  /** The server. */
+  readonly url: string;
   /** The table (migrated). */
   readonly table: string;
   /** How many codes. */
@@ -27,10 +32,10 @@ export interface LoadOptions {
   readonly racersPerProcess: number;
   /** Codes per round (default 1000). */
   readonly round?: number;
-  /** postgres.js options for the workers' pools. */
+  /** postgres.js options for the workers' pools (JSON). */
   readonly poolOptions?: PoolOptions;
-  /** The server. */
-  readonly url: string;
+  /** `createCodeStore` options for the workers' stores (JSON). */
+  readonly storeOptions?: StoreOptions;
   /** Called after each round. */
   readonly onProgress?: (done: number, report: LoadReport) => void;
 }
@@ -51,6 +56,8 @@ export interface LoadReport {
   nulls: number;
   /** Errors by kind (postgres.js `code`, or the error's name). */
   errors: Record<string, number>;
+  /** Rejections no one handled, in all workers (must be 0). */
+  unhandled: number;
   putSeconds: number;
   takeSeconds: number;
   takesPerSecond: number;
@@ -58,30 +65,126 @@ export interface LoadReport {
   rowsLeft: number;
 }
 
+/** The outcome of racing some codes. */
+export interface RaceResult {
+  /** Per code index raced: how many callers got its entry. */
+  readonly wins: Map<number, number>;
+  /** Code indexes for which at least one call failed. */
+  readonly errored: Set<number>;
+  readonly nulls: number;
+  readonly mismatches: number;
+  readonly errors: Record<string, number>;
+  readonly unhandled: number;
+}
+
 const WORKER = new URL("./load_worker.ts", import.meta.url).pathname;
 
-/** Runs the load and reports. */
+/** Worker processes, each with its pools and stores. */
+export class LoadRun implements AsyncDisposable {
+  readonly options: LoadOptions;
+  #workers: LoadWorker[];
+
+  private constructor(options: LoadOptions, workers: LoadWorker[]) {
+    this.options = options;
+    this.#workers = workers;
+  }
+
+  /** Spawns the workers and opens every connection of every pool. */
+  static async start(options: LoadOptions): Promise<LoadRun> {
+    const seed = crypto.randomUUID();
+    const workers = Array.from(
+      { length: options.processes },
+      (_, index) =>
+        new LoadWorker({
+          op: "init",
+          url: options.url,
+          poolOptions: options.poolOptions ?? {},
+          storeOptions: options.storeOptions ?? {},
+          table: options.table,
+          seed,
+          codes: options.codes,
+          index,
+          processes: options.processes,
+          pools: options.poolsPerProcess,
+          connections: options.connections ?? 10,
+          racers: options.racersPerProcess,
+        }),
+    );
+    const run = new LoadRun(options, workers);
+    try {
+      await Promise.all(workers.map((w) => w.ready));
+    } catch (error) {
+      await run[Symbol.asyncDispose]();
+      throw error;
+    }
+    return run;
+  }
+
+  /** The seed the codes are derived from (see `load_plan.ts`). */
+  get seed(): string {
+    return this.#workers[0]!.seed;
+  }
+
+  /** Stores every code, each process its share. */
+  async put(): Promise<{ stored: number; errors: Record<string, number> }> {
+    let stored = 0;
+    const errors: Record<string, number> = {};
+    for (const result of await this.#all({ op: "put" })) {
+      stored += result.stored as number;
+      merge(errors, result.errors as Record<string, number>);
+    }
+    return { stored, errors };
+  }
+
+  /** Races the codes [from, to), or the given code indexes. */
+  async race(codes: { from: number; to: number } | number[]): Promise<
+    RaceResult
+  > {
+    const command = Array.isArray(codes)
+      ? { op: "take", codes }
+      : { op: "take", ...codes };
+    const wins = new Map<number, number>();
+    const errored = new Set<number>();
+    const errors: Record<string, number> = {};
+    let nulls = 0;
+    let mismatches = 0;
+    let unhandled = 0;
+    for (const result of await this.#all(command)) {
+      for (const i of result.won as number[]) {
+        wins.set(i, (wins.get(i) ?? 0) + 1);
+      }
+      for (const i of result.errored as number[]) errored.add(i);
+      nulls += result.nulls as number;
+      mismatches += result.mismatches as number;
+      unhandled += result.unhandled as number;
+      merge(errors, result.errors as Record<string, number>);
+    }
+    return { wins, errored, nulls, mismatches, errors, unhandled };
+  }
+
+  /**
+   * Has every pool run as many concurrent 0.2 s queries as it has
+   * connections, and returns, per pool, how many distinct backends ran
+   * them: a pool that lost a connection has fewer.
+   */
+  async poolBackends(): Promise<number[]> {
+    const results = await this.#all({ op: "pools" });
+    return results.flatMap((result) => result.backends as number[]);
+  }
+
+  #all(command: object) {
+    return Promise.all(this.#workers.map((w) => w.send(command)));
+  }
+
+  /** Ends every worker (and its pools). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Promise.all(this.#workers.map((w) => w.close()));
+  }
+}
+
+/** Runs the load: stores every code, races each once, and reports. */
 export async function runLoad(options: LoadOptions): Promise<LoadReport> {
-  const url = options.url;
   const round = options.round ?? 1000;
-  const seed = crypto.randomUUID();
-  const workers = Array.from(
-    { length: options.processes },
-    (_, index) =>
-      new LoadWorker({
-        op: "init",
-        url,
-        poolOptions: options.poolOptions ?? {},
-        table: options.table,
-        seed,
-        codes: options.codes,
-        index,
-        processes: options.processes,
-        pools: options.poolsPerProcess,
-        connections: options.connections ?? 10,
-        racers: options.racersPerProcess,
-      }),
-  );
   const report: LoadReport = {
     codes: options.codes,
     stored: 0,
@@ -92,40 +195,41 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     mismatches: 0,
     nulls: 0,
     errors: {},
+    unhandled: 0,
     putSeconds: 0,
     takeSeconds: 0,
     takesPerSecond: 0,
     rowsLeft: -1,
   };
-  try {
-    await Promise.all(workers.map((w) => w.ready));
+  {
+    await using run = await LoadRun.start(options);
     let started = performance.now();
-    for (const result of await all(workers, { op: "put" })) {
-      report.stored += result.stored as number;
-      merge(report.errors, result.errors as Record<string, number>);
-    }
+    const { stored, errors } = await run.put();
+    report.stored = stored;
+    merge(report.errors, errors);
     report.putSeconds = (performance.now() - started) / 1000;
 
-    const wins = new Uint8Array(options.codes);
     started = performance.now();
     for (let from = 0; from < options.codes; from += round) {
       const to = Math.min(from + round, options.codes);
-      for (const result of await all(workers, { op: "take", from, to })) {
-        for (const i of result.won as number[]) wins[i]!++;
-        report.nulls += result.nulls as number;
-        report.mismatches += result.mismatches as number;
-        merge(report.errors, result.errors as Record<string, number>);
+      const result = await run.race({ from, to });
+      report.nulls += result.nulls;
+      report.mismatches += result.mismatches;
+      report.unhandled += result.unhandled;
+      merge(report.errors, result.errors);
+      for (let i = from; i < to; i++) {
+        const n = result.wins.get(i) ?? 0;
+        if (n === 1) report.winners++;
+        else if (n === 0) report.unredeemed++;
+        else report.doubleRedemptions++;
       }
       report.takes = to * options.processes * options.racersPerProcess;
       report.takeSeconds = (performance.now() - started) / 1000;
       report.takesPerSecond = report.takes / report.takeSeconds;
-      tally(report, wins, from, to);
       options.onProgress?.(to, report);
     }
-  } finally {
-    await Promise.all(workers.map((w) => w.close()));
   }
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  const sql = postgres(options.url, { max: 1, onnotice: () => {} });
   try {
     const [{ n }] = await sql<[{ n: number }]>`
       select count(*)::int as n from ${sql(options.table)}
@@ -137,36 +241,23 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   return report;
 }
 
-/** Counts the outcome of codes [from, to), each raced in one round only. */
-function tally(report: LoadReport, wins: Uint8Array, from: number, to: number) {
-  for (let i = from; i < to; i++) {
-    const n = wins[i]!;
-    if (n === 1) report.winners++;
-    else if (n === 0) report.unredeemed++;
-    else report.doubleRedemptions++;
-  }
-}
-
 function merge(into: Record<string, number>, from: Record<string, number>) {
   for (const [kind, n] of Object.entries(from)) {
     into[kind] = (into[kind] ?? 0) + n;
   }
 }
 
-/** Sends one command to every worker and waits for every answer. */
-function all(workers: LoadWorker[], command: object) {
-  return Promise.all(workers.map((w) => w.send(command)));
-}
-
 /** A worker process, spoken to in JSON lines. */
 class LoadWorker {
   readonly ready: Promise<Record<string, unknown>>;
+  readonly seed: string;
   #child: Deno.ChildProcess;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #reader: ReadableStreamDefaultReader<string>;
   #buffer = "";
 
   constructor(init: { op: "init" } & WorkerPlan) {
+    this.seed = init.seed;
     this.#child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", WORKER],
       stdin: "piped",

@@ -14,12 +14,20 @@ export type PoolOptions = postgres.Options<
   Record<string, postgres.PostgresType>
 >;
 
+/** `createCodeStore` options a plan can carry (JSON-serialisable). */
+export interface StoreOptions {
+  readonly timeout?: number;
+  readonly coalesce?: boolean;
+}
+
 /** What one worker process needs to know. */
 export interface WorkerPlan {
   /** The server. */
   readonly url: string;
   /** postgres.js options for every pool (JSON-serialisable). */
   readonly poolOptions: PoolOptions;
+  /** Options of every store, beside the table. */
+  readonly storeOptions: StoreOptions;
   /** The table. */
   readonly table: string;
   /** Codes are derived from it. */
