@@ -47,17 +47,27 @@
 
 export {
   type CodeStore,
-  type CodeStoreOptions,
   createCodeStore,
-  DEFAULT_TIMEOUT,
-  DEFAULT_TOMBSTONE_RETENTION,
   type Repository,
 } from "./src/store.ts";
+export {
+  type CodeStoreOptions,
+  DEFAULT_MAX_BATCH,
+  DEFAULT_TABLE,
+  DEFAULT_TIMEOUT_MS,
+  DEFAULT_TOMBSTONE_RETENTION_SECONDS,
+} from "./src/options.ts";
 export { type CodeRow, fromRecord, toRecord } from "./src/schema.ts";
 export { hashCode } from "./src/hash_code.ts";
-export { migrate, type MigrateOptions, migrationSql } from "./src/migrate.ts";
 export {
-  DEFAULT_PURGE_BATCH,
+  DEFAULT_MIGRATE_TIMEOUT_MS,
+  migrate,
+  type MigrateOptions,
+  migrationSql,
+} from "./src/migrate.ts";
+export {
+  DEFAULT_PURGE_BATCH_SIZE,
+  DEFAULT_PURGE_TIMEOUT_MS,
   purgeExpired,
   type PurgeOptions,
   type PurgeResult,
@@ -71,9 +81,11 @@ export {
 } from "./src/errors.ts";
 export type {
   CodeEntry,
+  CodeRecord,
   GrantData,
   JsonObject,
   JsonValue,
   NewCode,
   SpentCode,
+  StoredGrantData,
 } from "./src/types.ts";

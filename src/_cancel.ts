@@ -17,6 +17,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
 import type { Sql } from "postgres";
+import { OperationTimeoutError } from "./errors.ts";
 
 /** The parts of a postgres.js query this module reads (not typed there). */
 interface RunningQuery {
@@ -183,5 +184,32 @@ function startTls(
       secure.off("error", reject);
       resolve(secure);
     });
+  });
+}
+
+/**
+ * Settles with `query`, or rejects with an {@linkcode OperationTimeoutError}
+ * once `ms` have passed and cancels the query if it runs by then (a query
+ * not yet sent is left to postgres.js: cancelling it could cost the pool a
+ * connection).
+ */
+export function bounded<T>(
+  sql: Sql,
+  operation: string,
+  ms: number,
+  query: Promise<T>,
+): Promise<T> {
+  if (ms === Infinity) return query;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let settled = false;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      cancelWhenRunning(sql, query, () => settled, 60_000);
+      reject(new OperationTimeoutError(operation, ms, true));
+    }, ms);
+  });
+  return Promise.race([query, expired]).finally(() => {
+    settled = true;
+    clearTimeout(timer);
   });
 }

@@ -30,7 +30,7 @@ import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { replicationReport } from "./_replication.ts";
 import { migrate } from "./migrate.ts";
-import { purgeExpired } from "./purge.ts";
+import { batchSize, MAX_PURGE_BATCH_SIZE, purgeExpired } from "./purge.ts";
 import { parseTableName } from "./table_name.ts";
 
 const USAGE = `Usage: code-store <command> [options]
@@ -51,9 +51,11 @@ Options:
   -h, --help           this help
 
 The database comes from DATABASE_URL, or from PGHOST, PGPORT, PGDATABASE,
-PGUSER and PGPASSWORD. Exit codes: 0 done, 1 database error, 2 usage error;
-replication: 3 standbys are asynchronous (a failover can lose redemptions),
-4 no standby is visible from this server.
+PGUSER and PGPASSWORD; PGCONNECT_TIMEOUT sets the connect timeout (10 s).
+
+Exit codes: 0 done, 1 database error, 2 usage error; replication: 3 the
+standbys are asynchronous (a failover can lose redemptions), 4 no standby
+is visible from this server.
 `;
 
 class UsageError extends Error {}
@@ -102,13 +104,28 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     return 2;
   }
+  const malformed = url ? urlProblem(url) : undefined;
+  if (malformed) {
+    console.error(`error: DATABASE_URL ${malformed}`);
+    return 2;
+  }
   const settings = {
     max: 1,
-    connect_timeout: 10,
+    // Seconds; libpq's variable, as for the other PG* settings.
+    connect_timeout: Number(env("PGCONNECT_TIMEOUT")) || 10,
     fetch_types: false,
     onnotice: () => {},
   };
-  const sql = url ? postgres(url, settings) : postgres(settings);
+  let sql: postgres.Sql;
+  try {
+    sql = url ? postgres(url, settings) : postgres(settings);
+  } catch {
+    // The driver's message may quote the URL, password included.
+    console.error(
+      "error: the database settings are not valid (DATABASE_URL or PG*)",
+    );
+    return 2;
+  }
   try {
     const table = options.table;
     if (command === "migrate") {
@@ -155,6 +172,38 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
+/**
+ * What is wrong with a connection URL, in words that quote none of it, or
+ * `undefined`. A password with an unencoded `/`, `#`, `?` or `@` breaks the
+ * URL's structure: the password then shows up as a host, a port, a path or
+ * a fragment, and would be printed in an error.
+ */
+function urlProblem(url: string): string | undefined {
+  const advice =
+    "percent-encode reserved characters in the user name and password " +
+    "(/ as %2F, # as %23, ? as %3F, @ as %40, : as %3A)";
+  const scheme = /^(postgres|postgresql):\/\//.exec(url);
+  if (!scheme) {
+    return "must start with postgres:// or postgresql://";
+  }
+  if (url.includes("#")) return `has a # in it: ${advice}`;
+  // The host list, as postgres.js reads it: several hosts are allowed.
+  const rest = url.slice(scheme[0].length);
+  const authority = rest.split(/[/?]/)[0]!;
+  const hosts = authority.slice(authority.lastIndexOf("@") + 1);
+  let parsed: URL;
+  try {
+    parsed = new URL(url.replace(hosts, hosts.split(",")[0]!));
+  } catch {
+    return `is not a valid URL: ${advice}`;
+  }
+  const database = parsed.pathname.slice(1);
+  if (database.includes("/") || database.includes("@")) {
+    return `has a database name with / or @ in it: ${advice}`;
+  }
+  return undefined;
+}
+
 function parse(args: readonly string[]) {
   const { values, positionals } = parseArgs({
     args: [...args],
@@ -178,16 +227,19 @@ function parse(args: readonly string[]) {
   }
   if (command === undefined && args.length > 0) command = "help";
   if (values.table !== undefined) parseTableName(values.table);
-  let batchSize: number | undefined;
+  let size: number | undefined;
   if (values["batch-size"] !== undefined) {
-    batchSize = Number(values["batch-size"]);
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000) {
-      throw new UsageError("--batch-size must be an integer from 1 to 100000");
+    try {
+      size = batchSize(Number(values["batch-size"]));
+    } catch {
+      throw new UsageError(
+        `--batch-size must be an integer from 1 to ${MAX_PURGE_BATCH_SIZE}`,
+      );
     }
   }
   return {
     command,
-    options: { table: values.table, batchSize, json: values.json },
+    options: { table: values.table, batchSize: size, json: values.json },
   };
 }
 

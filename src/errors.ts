@@ -138,7 +138,7 @@ export class MissingRepositoryError extends CodeStoreError {
 }
 
 /**
- * A call got no answer within the store's `timeout`. {@linkcode sent} tells
+ * A call got no answer within its `timeoutMs`. {@linkcode sent} tells
  * whether its statement had reached the database: if not, the call had no
  * effect (a `take` spent nothing, a `put` stored nothing) and never will;
  * if so, it may or may not have taken effect (a `take` may have spent the
@@ -153,7 +153,7 @@ export class MissingRepositoryError extends CodeStoreError {
  *
  * const error = new OperationTimeoutError("take", 5000, false);
  * assertEquals(error.code, "ERR_OPERATION_TIMEOUT");
- * assertEquals(error.timeout, 5000);
+ * assertEquals(error.timeoutMs, 5000);
  * assertEquals(error.sent, false);
  * ```
  */
@@ -161,8 +161,8 @@ export class OperationTimeoutError extends CodeStoreError {
   /** The stable code of this error kind. */
   static readonly code = "ERR_OPERATION_TIMEOUT";
 
-  /** The store's `timeout` that elapsed, in milliseconds. */
-  readonly timeout: number;
+  /** The `timeoutMs` that elapsed, in milliseconds. */
+  readonly timeoutMs: number;
 
   /**
    * Whether the call's statement had been sent to the database: `false`
@@ -174,18 +174,18 @@ export class OperationTimeoutError extends CodeStoreError {
    * Creates the error.
    *
    * @param operation The store operation, such as `"take"`.
-   * @param timeout The store's timeout, in milliseconds.
+   * @param timeoutMs The timeout, in milliseconds.
    * @param sent Whether the statement had been sent to the database.
    */
-  constructor(operation: string, timeout: number, sent: boolean) {
+  constructor(operation: string, timeoutMs: number, sent: boolean) {
     super(
       OperationTimeoutError.code,
-      `${operation}() got no answer from the database within ${timeout} ms; ` +
+      `${operation}() got no answer from the database within ${timeoutMs} ms; ` +
         (sent
           ? "its statement had been sent and may or may not have taken effect"
           : "its statement had not been sent and has no effect"),
     );
-    this.timeout = timeout;
+    this.timeoutMs = timeoutMs;
     this.sent = sent;
   }
 }

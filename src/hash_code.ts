@@ -1,31 +1,11 @@
 /**
- * The authorization code value: its grammar and the hash the store keys it by.
+ * The hash the store keys an authorization code by.
  *
  * @module
  */
 
 import { crypto } from "@std/crypto/crypto";
-
-/**
- * The longest code the store accepts. RFC 6749 leaves the size to the
- * server (§4.1.2: "The authorization server SHOULD document the size of any
- * value it issues"); real codes are 22 to 86 characters. `take` answers
- * `null` for a longer string without a query, so `put` refuses one too.
- */
-export const MAX_CODE_LENGTH = 512;
-
-// RFC 6749 Appendix A.11: code = 1*VSCHAR, VSCHAR = %x20-7E.
-const CODE_SYNTAX = /^[\x20-\x7E]+$/;
-
-/**
- * Whether `code` is a string an authorization server could have issued:
- * 1 to {@linkcode MAX_CODE_LENGTH} VSCHAR characters (RFC 6749 Appendix
- * A.11). Anything else (empty, huge, NUL, non-ASCII, lone surrogates) can
- * never be stored, so it can never be redeemed.
- */
-export function isCodeSyntax(code: string): boolean {
-  return code.length <= MAX_CODE_LENGTH && CODE_SYNTAX.test(code);
-}
+import { isCodeSyntax } from "./_grammar.ts";
 
 /**
  * The hash of a code presented for redemption, or `undefined` for a string

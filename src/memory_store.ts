@@ -41,17 +41,14 @@ import { DuplicateCodeError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import type { PurgeResult } from "./purge.ts";
 import { type CodeRow, rowOf, toRecord, validateNewCode } from "./schema.ts";
-import {
-  type CodeStore,
-  DEFAULT_TOMBSTONE_RETENTION,
-  validateRetention,
-} from "./store.ts";
+import type { CodeStore } from "./store.ts";
+import { knownOptions, retentionSeconds } from "./options.ts";
 import type { CodeEntry, NewCode, SpentCode } from "./types.ts";
 
 /** Options for {@linkcode createMemoryCodeStore}. */
 export interface MemoryCodeStoreOptions {
   /** Seconds a tombstone is kept (default 86 400). */
-  readonly tombstoneRetention?: number | undefined;
+  readonly tombstoneRetentionSeconds?: number | undefined;
   /** The clock, in milliseconds since the epoch (default `Date.now`). */
   readonly now?: (() => number) | undefined;
 }
@@ -77,16 +74,20 @@ interface Tombstone {
  *
  * @param options Tombstone retention and the clock.
  * @returns The store.
- * @throws {TypeError} If an option is out of range.
+ * @throws {TypeError} If an option is unknown or of the wrong type.
+ * @throws {RangeError} If `tombstoneRetentionSeconds` is out of range.
  */
 export function createMemoryCodeStore(
   options: MemoryCodeStoreOptions = {},
 ): MemoryCodeStore {
-  const {
-    tombstoneRetention = DEFAULT_TOMBSTONE_RETENTION,
-    now = Date.now,
-  } = options;
-  const retention = validateRetention(tombstoneRetention);
+  const o = knownOptions(options, ["tombstoneRetentionSeconds", "now"]);
+  const retention = retentionSeconds(o.tombstoneRetentionSeconds);
+  const now = o.now ?? Date.now;
+  if (typeof now !== "function") {
+    throw new TypeError(
+      "options.now must be a function returning milliseconds",
+    );
+  }
   const codes = new Map<string, CodeRow>();
   const tombstones = new Map<string, Tombstone>();
 

@@ -6,6 +6,9 @@
  */
 
 import type { Sql } from "postgres";
+import { bounded } from "./_cancel.ts";
+import { SHA256_BASE64URL } from "./_grammar.ts";
+import { knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName, type TableName } from "./table_name.ts";
 
 /** Options for {@linkcode migrate} and {@linkcode migrationSql}. */
@@ -15,9 +18,23 @@ export interface MigrateOptions {
    * exist. Defaults to `"authorization_codes"`.
    */
   readonly table?: string | undefined;
+  /**
+   * `migrate` only: how long it may take, in milliseconds (default 30 000;
+   * `Infinity` for no bound). Its statements run with that
+   * `statement_timeout` and `lock_timeout` (a table another transaction
+   * holds locked cannot stall it), and past it the call rejects with
+   * `OperationTimeoutError`; the migration is one transaction, so it then
+   * took effect entirely or not at all.
+   */
+  readonly timeoutMs?: number | undefined;
 }
 
-const BASE64URL_43 = "'^[A-Za-z0-9_-]{43}$'";
+/** The default of {@linkcode MigrateOptions.timeoutMs}: 30 seconds. */
+export const DEFAULT_MIGRATE_TIMEOUT_MS = 30_000;
+
+// The tables' own check of a SHA-256 base64url value: the same pattern as
+// the store's (it holds no quote).
+const BASE64URL_43 = `'${SHA256_BASE64URL.source}'`;
 
 /**
  * The DDL of the codes table and of its tombstone table (`<table>_spent`),
@@ -41,7 +58,8 @@ const BASE64URL_43 = "'^[A-Za-z0-9_-]{43}$'";
  * ```
  */
 export function migrationSql(options: MigrateOptions = {}): string {
-  return ddl(parseTableName(options.table));
+  const o = knownOptions(options, ["table", "timeoutMs"]);
+  return ddl(parseTableName(o.table));
 }
 
 function ddl(table: TableName): string {
@@ -96,11 +114,15 @@ function quote(name: string): string {
  * one transaction under an advisory lock.
  *
  * @param sql A postgres.js instance.
- * @param options The table name.
+ * @param options The table name and the time bound.
  * @returns When the table exists.
- * @throws {TypeError} If `options.table` is not a valid identifier.
+ * @throws {TypeError} If `options.table` is not a valid identifier, an
+ * option is unknown, or a value is of the wrong type.
+ * @throws {RangeError} If `timeoutMs` is out of range.
+ * @throws {OperationTimeoutError} If it took longer than `timeoutMs`.
  * @throws {Error} Database errors, as postgres.js raised them (for example
- * when the schema of a qualified name does not exist).
+ * when the schema of a qualified name does not exist, or `55P03` when a
+ * lock was not granted in time).
  *
  * @example
  * ```ts ignore
@@ -116,10 +138,22 @@ export async function migrate(
   options: MigrateOptions = {},
 ): Promise<void> {
   const text = migrationSql(options);
-  await sql.begin(async (tx) => {
-    // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-    await tx`select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))`;
-    // DDL takes no parameters; the text holds only the validated name.
-    await tx.unsafe(text);
-  });
+  const limit = timeoutMs(options.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
+  await bounded(
+    sql,
+    "migrate",
+    limit,
+    sql.begin(async (tx) => {
+      if (limit !== Infinity) {
+        const ms = Math.ceil(limit);
+        await tx.unsafe(
+          `set local statement_timeout = ${ms}; set local lock_timeout = ${ms}`,
+        );
+      }
+      // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
+      await tx`select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))`;
+      // DDL takes no parameters; the text holds only the validated name.
+      await tx.unsafe(text);
+    }),
+  );
 }

@@ -6,6 +6,8 @@
  */
 
 import type { Sql } from "postgres";
+import { bounded } from "./_cancel.ts";
+import { integer, knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName } from "./table_name.ts";
 
 /** Options for {@linkcode purgeExpired}. */
@@ -14,6 +16,13 @@ export interface PurgeOptions {
   readonly table?: string | undefined;
   /** Rows deleted per statement (default 1000; 1 to 100 000). */
   readonly batchSize?: number | undefined;
+  /**
+   * How long the whole purge may take, in milliseconds (default 60 000;
+   * `Infinity` for no bound). Past it, the running statement is cancelled
+   * and the call rejects with `OperationTimeoutError`; the batches already
+   * committed stay deleted, and the next run goes on.
+   */
+  readonly timeoutMs?: number | undefined;
 }
 
 /** How many rows {@linkcode purgeExpired} deleted. */
@@ -25,7 +34,26 @@ export interface PurgeResult {
 }
 
 /** The default of {@linkcode PurgeOptions.batchSize}. */
-export const DEFAULT_PURGE_BATCH = 1000;
+export const DEFAULT_PURGE_BATCH_SIZE = 1000;
+
+/** The default of {@linkcode PurgeOptions.timeoutMs}: a minute. */
+export const DEFAULT_PURGE_TIMEOUT_MS = 60_000;
+
+/** The largest {@linkcode PurgeOptions.batchSize}. */
+export const MAX_PURGE_BATCH_SIZE = 100_000;
+
+/**
+ * Validates a batch size: an integer from 1 to
+ * {@linkcode MAX_PURGE_BATCH_SIZE}.
+ *
+ * @throws {TypeError} If it is not a number.
+ * @throws {RangeError} If it is out of range.
+ */
+export function batchSize(value: unknown): number {
+  return value === undefined
+    ? DEFAULT_PURGE_BATCH_SIZE
+    : integer(value, "options.batchSize", 1, MAX_PURGE_BATCH_SIZE);
+}
 
 /**
  * Deletes expired codes and expired tombstones, `batchSize` rows per
@@ -35,10 +63,13 @@ export const DEFAULT_PURGE_BATCH = 1000;
  * Run it every few minutes (see the README: `Deno.cron` or an interval).
  *
  * @param sql A postgres.js instance.
- * @param options The table and the batch size.
+ * @param options The table, the batch size and the time bound.
  * @returns The numbers of codes and tombstones deleted.
- * @throws {TypeError} If `options.table` is not a valid identifier or
- * `options.batchSize` is out of range.
+ * @throws {TypeError} If `options.table` is not a valid identifier, an
+ * option is unknown, or a value is of the wrong type.
+ * @throws {RangeError} If `batchSize` or `timeoutMs` is out of range.
+ * @throws {OperationTimeoutError} If the purge took longer than
+ * `timeoutMs`; batches already committed stay deleted.
  * @throws {Error} Database errors, as postgres.js raised them; batches
  * already committed stay deleted.
  *
@@ -56,41 +87,48 @@ export async function purgeExpired(
   sql: Sql,
   options: PurgeOptions = {},
 ): Promise<PurgeResult> {
-  const table = parseTableName(options.table);
-  const { batchSize = DEFAULT_PURGE_BATCH } = options;
-  if (
-    typeof batchSize !== "number" || !Number.isInteger(batchSize) ||
-    batchSize < 1 || batchSize > 100_000
-  ) {
-    throw new TypeError(
-      "options.batchSize must be an integer from 1 to 100000",
-    );
-  }
+  const o = knownOptions(options, ["table", "batchSize", "timeoutMs"]);
+  const table = parseTableName(o.table);
+  const size = batchSize(o.batchSize);
+  const limit = timeoutMs(o.timeoutMs, DEFAULT_PURGE_TIMEOUT_MS);
+  const deadline = performance.now() + limit;
   return {
-    codes: await purge(sql, table.qualified, batchSize),
-    tombstones: await purge(sql, table.spent, batchSize),
+    codes: await purge(sql, table.qualified, size, deadline),
+    tombstones: await purge(sql, table.spent, size, deadline),
   };
 }
 
-async function purge(sql: Sql, table: string, batchSize: number) {
+async function purge(
+  sql: Sql,
+  table: string,
+  size: number,
+  deadline: number,
+) {
   let total = 0;
   for (;;) {
-    const [row] = await sql`
-      with doomed as (
-        select code_hash from ${sql(table)}
-        where expires_at < now()
-        order by expires_at
-        limit ${batchSize}
-        for update skip locked
-      ), gone as (
-        delete from ${sql(table)}
-        where code_hash in (select code_hash from doomed)
-        returning 1
-      )
-      select count(*)::int from gone
-    `.values();
-    const deleted = Number(row?.[0]);
+    const left = deadline - performance.now();
+    const [row] = await bounded(
+      sql,
+      "purgeExpired",
+      left > 0 ? left : 1,
+      sql`
+        with doomed as (
+          select code_hash from ${sql(table)}
+          where expires_at < now()
+          order by expires_at
+          limit ${size}
+          for update skip locked
+        ), gone as (
+          delete from ${sql(table)}
+          where code_hash in (select code_hash from doomed)
+          returning 1
+        )
+        select count(*)::int from gone
+      `.raw(),
+    );
+    // Raw bytes: no transform of the caller's pool touches the count.
+    const deleted = Number(new TextDecoder().decode(row?.[0] ?? undefined));
     total += deleted;
-    if (deleted < batchSize) return total;
+    if (deleted < size) return total;
   }
 }

@@ -8,13 +8,29 @@
  */
 
 import { InvalidRecordError } from "./errors.ts";
-import { isCodeSyntax, MAX_CODE_LENGTH } from "./hash_code.ts";
+import {
+  isCodeSyntax,
+  MAX_CODE_LENGTH,
+  SCOPE_TOKEN,
+  VSCHAR,
+} from "./_grammar.ts";
+import {
+  absoluteUri,
+  array,
+  LIMITS,
+  optional,
+  ownFields,
+  required,
+  sha256Base64url,
+  text,
+} from "./_fields.ts";
+import { jsonObject } from "./_json.ts";
 import type {
   CodeEntry,
-  GrantData,
+  CodeRecord,
   JsonObject,
-  JsonValue,
   SpentCode,
+  StoredGrantData,
 } from "./types.ts";
 
 /**
@@ -68,38 +84,6 @@ export const CODE_COLUMNS: readonly (keyof CodeRow)[] = [
   "grant_id",
 ];
 
-/** Bounds on what a record may hold, so no input can exhaust the server. */
-export const LIMITS = {
-  /** Characters in any string field, array element or JSON string. */
-  text: 4096,
-  /** Scope tokens. */
-  scope: 256,
-  /** Resource indicators. */
-  resource: 64,
-  /** Nesting depth of `claims`. */
-  claimsDepth: 32,
-  /** Values (objects, arrays, scalars) in `claims`. */
-  claimsValues: 10_000,
-  /** Characters of `claims` serialised as JSON. */
-  claimsJson: 65_536,
-  /** Latest `expiresAt`: 9999-12-31T23:59:59Z. */
-  expiresAt: 253_402_300_799,
-} as const;
-
-/** {@linkcode GrantData} with every optional field normalised. */
-export interface StoredGrantData extends GrantData {
-  readonly nonce: string | null;
-  readonly dpopJkt: string | null;
-  readonly claims: JsonObject;
-  readonly resource: readonly string[];
-  readonly grantId: string | null;
-}
-
-/** A {@linkcode CodeEntry} that passed validation, normalised. */
-export interface ValidEntry extends CodeEntry {
-  readonly data: StoredGrantData;
-}
-
 const ENTRY_KEYS = ["codeHash", "data", "expiresAt"] as const;
 const NEW_CODE_KEYS = ["code", "data", "expiresAt"] as const;
 const GRANT_KEYS = [
@@ -115,18 +99,6 @@ const GRANT_KEYS = [
   "resource",
   "grantId",
 ] as const;
-
-// RFC 6749 Appendix A: VSCHAR = %x20-7E (client_id = *VSCHAR, §2.2).
-const VSCHAR = /^[\x20-\x7E]+$/;
-// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
-const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
-// 32 bytes in base64url without padding (RFC 4648 §5): an S256 code
-// challenge (RFC 7636 §4.2), a SHA-256 JWK thumbprint (RFC 7638, RFC 9449
-// §10), or a code hash.
-const SHA256_BASE64URL = /^[A-Za-z0-9_-]{43}$/;
-// Keys that could reach a prototype if a consumer ever copied claims with
-// plain assignment.
-const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
 
 /**
  * Maps a record to its row, after validating every field.
@@ -157,12 +129,12 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
  * assertEquals(row.expires_at, new Date(1_900_000_000_000));
  * ```
  */
-export function fromRecord(entry: CodeEntry): CodeRow {
+export function fromRecord(entry: CodeRecord): CodeRow {
   return rowOf(validateEntry(entry));
 }
 
 /** The row of an entry that already passed validation. */
-export function rowOf({ codeHash, data, expiresAt }: ValidEntry): CodeRow {
+export function rowOf({ codeHash, data, expiresAt }: CodeEntry): CodeRow {
   return {
     code_hash: codeHash,
     client_id: data.clientId,
@@ -284,7 +256,7 @@ export function toSpentCode(values: readonly unknown[]): SpentCode {
  *
  * @throws {InvalidRecordError} On the first rule broken.
  */
-export function validateEntry(entry: unknown): ValidEntry {
+export function validateEntry(entry: unknown): CodeEntry {
   const e = ownFields(entry, "", ENTRY_KEYS);
   return {
     codeHash: sha256Base64url(e.codeHash, "codeHash"),
@@ -364,7 +336,7 @@ function validateGrant(value: unknown): StoredGrantData {
       null,
       (v) => sha256Base64url(v, "data.dpopJkt"),
     ),
-    claims: optional(d.claims, {}, (v) => claims(v)),
+    claims: optional(d.claims, {}, (v) => jsonObject(v, "data.claims")),
     resource: optional(
       d.resource,
       [],
@@ -372,214 +344,4 @@ function validateGrant(value: unknown): StoredGrantData {
     ),
     grantId: optional(d.grantId, null, (v) => text(v, "data.grantId")),
   };
-}
-
-/**
- * Reads the own properties of a plain object, refusing any key outside
- * `allowed`. Only own properties are read, so a polluted prototype cannot
- * supply a field.
- */
-function ownFields<K extends string>(
-  value: unknown,
-  path: string,
-  allowed: readonly K[],
-): { [key in K]: unknown } {
-  if (!isPlainObject(value)) {
-    throw new InvalidRecordError(path || "record", "must be a plain object");
-  }
-  for (const key of Reflect.ownKeys(value)) {
-    if (
-      typeof key !== "string" || !(allowed as readonly string[]).includes(key)
-    ) {
-      throw new InvalidRecordError(
-        join(path, describeKey(key)),
-        "is not a known field",
-      );
-    }
-  }
-  const out = {} as { [key in K]: unknown };
-  for (const key of allowed) {
-    out[key] = Object.hasOwn(value, key) ? value[key] : undefined;
-  }
-  return out;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== "object" || value === null) return false;
-  const proto = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
-
-function join(path: string, key: string): string {
-  return path ? `${path}.${key}` : key;
-}
-
-function describeKey(key: string | symbol): string {
-  const name = typeof key === "symbol" ? String(key) : key;
-  return name.length > 64 ? `${name.slice(0, 64)}…` : name;
-}
-
-function required(value: unknown, field: string): unknown {
-  if (value === undefined) throw new InvalidRecordError(field, "is required");
-  return value;
-}
-
-function optional<T, D>(
-  value: unknown,
-  absent: D,
-  validate: (value: unknown) => T,
-): T | D {
-  return value === undefined || value === null ? absent : validate(value);
-}
-
-/** Text PostgreSQL can store and return unchanged: well-formed, no NUL. */
-function isStorableText(value: string): boolean {
-  return value.isWellFormed() && !value.includes("\0");
-}
-
-function text(
-  value: unknown,
-  field: string,
-  pattern?: RegExp,
-  patternName?: string,
-): string {
-  required(value, field);
-  if (typeof value !== "string" || value.length === 0) {
-    throw new InvalidRecordError(field, "must be a non-empty string");
-  }
-  if (value.length > LIMITS.text) {
-    throw new InvalidRecordError(
-      field,
-      `must be at most ${LIMITS.text} characters`,
-    );
-  }
-  if (!isStorableText(value)) {
-    throw new InvalidRecordError(
-      field,
-      "must be well-formed Unicode without NUL characters",
-    );
-  }
-  if (pattern && !pattern.test(value)) {
-    throw new InvalidRecordError(field, `must consist of ${patternName}`);
-  }
-  return value;
-}
-
-function sha256Base64url(value: unknown, field: string): string {
-  required(value, field);
-  if (typeof value !== "string" || !SHA256_BASE64URL.test(value)) {
-    throw new InvalidRecordError(
-      field,
-      "must be 43 base64url characters (a SHA-256 digest, RFC 4648 §5)",
-    );
-  }
-  return value;
-}
-
-// RFC 6749 §3.1.2 (redirection endpoint) and RFC 8707 §2 (resource): an
-// absolute URI that must not include a fragment component.
-function absoluteUri(value: unknown, field: string): string {
-  const uri = text(value, field);
-  if (!URL.canParse(uri) || uri.includes("#")) {
-    throw new InvalidRecordError(
-      field,
-      "must be an absolute URI without a fragment",
-    );
-  }
-  return uri;
-}
-
-function array<T>(
-  value: unknown,
-  field: string,
-  max: number,
-  item: (value: unknown, field: string) => T,
-): T[] {
-  required(value, field);
-  if (!Array.isArray(value)) {
-    throw new InvalidRecordError(field, "must be an array");
-  }
-  if (value.length > max) {
-    throw new InvalidRecordError(field, `must have at most ${max} items`);
-  }
-  return Array.from(value, (v, i) => item(v, `${field}[${i}]`));
-}
-
-function claims(value: unknown): JsonObject {
-  if (!isPlainObject(value)) {
-    throw new InvalidRecordError("data.claims", "must be a JSON object");
-  }
-  const budget = { values: LIMITS.claimsValues };
-  const copy = json(value, 0, new Set(), budget) as JsonObject;
-  if (JSON.stringify(copy).length > LIMITS.claimsJson) {
-    throw new InvalidRecordError(
-      "data.claims",
-      `must serialise to at most ${LIMITS.claimsJson} characters of JSON`,
-    );
-  }
-  return copy;
-}
-
-/** A deep copy of a JSON value, refusing anything JSON cannot hold exactly. */
-function json(
-  value: unknown,
-  depth: number,
-  ancestors: Set<object>,
-  budget: { values: number },
-): JsonValue {
-  const fail = (rule: string): never => {
-    throw new InvalidRecordError("data.claims", rule);
-  };
-  if (--budget.values < 0) {
-    fail(`must hold at most ${LIMITS.claimsValues} values`);
-  }
-  switch (typeof value) {
-    case "boolean":
-      return value;
-    case "number":
-      return Number.isFinite(value)
-        ? value
-        : fail("must hold only finite numbers");
-    case "string":
-      if (value.length > LIMITS.text) {
-        fail(`must hold strings of at most ${LIMITS.text} characters`);
-      }
-      return isStorableText(value)
-        ? value
-        : fail("must hold well-formed Unicode strings without NUL characters");
-    case "object":
-      break;
-    default:
-      return fail(`must hold only JSON values (found ${typeof value})`);
-  }
-  if (value === null) return null;
-  if (depth >= LIMITS.claimsDepth) {
-    fail(`must be nested at most ${LIMITS.claimsDepth} levels deep`);
-  }
-  if (ancestors.has(value)) fail("must not be cyclic");
-  ancestors.add(value);
-  let copy: JsonValue;
-  if (Array.isArray(value)) {
-    copy = Array.from(
-      value,
-      (item) => json(item, depth + 1, ancestors, budget),
-    );
-  } else if (isPlainObject(value)) {
-    if (Object.getOwnPropertySymbols(value).length > 0) {
-      fail("must not have symbol keys");
-    }
-    copy = Object.fromEntries(
-      Object.keys(value).map((key) => {
-        if (FORBIDDEN_KEYS.has(key)) fail(`must not have a "${key}" key`);
-        if (!isStorableText(key)) {
-          fail("must have well-formed Unicode keys without NUL characters");
-        }
-        return [key, json(value[key], depth + 1, ancestors, budget)];
-      }),
-    );
-  } else {
-    copy = fail("must hold only plain objects, arrays and JSON scalars");
-  }
-  ancestors.delete(value);
-  return copy;
 }

@@ -92,9 +92,9 @@ export function insertRows(
           )
           on conflict (code_hash) do nothing
           returning code_hash
-        `.values(),
+        `.raw(),
     );
-    const stored = new Set(inserted.map(([hash]) => hash as string));
+    const stored = new Set(decode(inserted).map(([hash]) => hash));
     return batch.inputs.map(({ code_hash: hash }, i) =>
       owner.get(hash) === i && stored.has(hash)
         ? { value: undefined }
@@ -144,9 +144,9 @@ export function deleteRows(
             grant_id
           from spent
           where code_hash in (select code_hash from tombstones)
-        `.values(),
+        `.raw(),
     );
-    const rows = byHash(spent);
+    const rows = byHash(decode(spent));
     return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
       const values = rows.get(hash);
       if (values === undefined || !batch.waiting(i)) return { value: null };
@@ -205,14 +205,14 @@ export function findTombstones(
           from ${sql(table)}
           where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
             and expires_at > now()
-        `.values(),
+        `.raw(),
     );
-    const rows = byHash(found);
+    const rows = byHash(decode(found));
     return batch.inputs.map((hash) => {
       const row = rows.get(hash);
       if (!row) return { value: null };
       try {
-        return { value: toSpentCode(row) };
+        return { value: toSpentCode([...row.slice(0, 6), Number(row[6])]) };
       } catch (error) {
         return { error };
       }
@@ -220,23 +220,40 @@ export function findTombstones(
   };
 }
 
+const utf8 = new TextDecoder();
+
 /**
- * The rows of a result by their first column, the hash. Holes are skipped:
- * postgres.js 3.4.9 does not reset its row counter when a statement fails
- * while its rows arrive (a connection lost mid-result), so the next result
- * on that connection can start with empty slots (porsager/postgres #1119,
- * #1181); the rows after them are the statement's own.
+ * The text of every column of a raw result. Statements read raw bytes, so
+ * no type parser and no `transform` of the caller's pool touches a value
+ * (a value transform would rewrite hashes, and keys inside claims). Holes
+ * are skipped: postgres.js 3.4.9 does not reset its row counter when a
+ * statement fails while its rows arrive (a connection lost mid-result), so
+ * the next result on that connection can start with empty slots
+ * (porsager/postgres #1119, #1181); the rows after them are the
+ * statement's own.
  */
-function byHash(result: readonly (readonly unknown[])[]) {
-  const rows = new Map<string, readonly unknown[]>();
-  for (const values of result) {
-    if (values) rows.set(values[0] as string, values);
+function decode(
+  result: readonly (readonly (Uint8Array | null)[] | undefined)[],
+): (string | null)[][] {
+  const rows: (string | null)[][] = [];
+  for (const columns of result) {
+    if (!columns) continue;
+    rows.push(
+      columns.map((bytes) => bytes === null ? null : utf8.decode(bytes)),
+    );
   }
   return rows;
 }
 
+/** The rows by their first column, the hash. */
+function byHash(rows: readonly (string | null)[][]) {
+  const found = new Map<string, (string | null)[]>();
+  for (const row of rows) found.set(row[0]!, row);
+  return found;
+}
+
 /** The row of the columns the take statement selects, in {@linkcode CODE_COLUMNS} order. */
-function rowFromColumns(values: readonly unknown[]): CodeRow {
+function rowFromColumns(values: readonly (string | null)[]): CodeRow {
   const [hash, client, subject, uri, scope, challenge, method, ...rest] =
     values;
   const [nonce, jkt, claims, resource, expiresAt, grantId] = rest;
@@ -245,14 +262,14 @@ function rowFromColumns(values: readonly unknown[]): CodeRow {
     client_id: client,
     subject,
     redirect_uri: uri,
-    scope: JSON.parse(scope as string),
+    scope: JSON.parse(scope!),
     code_challenge: challenge,
     code_challenge_method: method,
     nonce,
     dpop_jkt: jkt,
-    claims: JSON.parse(claims as string),
-    resource: JSON.parse(resource as string),
-    expires_at: new Date((expiresAt as number) * 1000),
+    claims: JSON.parse(claims!),
+    resource: JSON.parse(resource!),
+    expires_at: new Date(Number(expiresAt) * 1000),
     grant_id: grantId,
   } as CodeRow;
 }

@@ -16,7 +16,11 @@ import {
   insertRows,
   type Tables,
 } from "./statements.ts";
-import { parseTableName } from "./table_name.ts";
+import {
+  type CodeStoreOptions,
+  type StoreSettings,
+  storeSettings,
+} from "./options.ts";
 import type { CodeEntry, NewCode, SpentCode } from "./types.ts";
 
 /**
@@ -26,64 +30,6 @@ import type { CodeEntry, NewCode, SpentCode } from "./types.ts";
  * makes the operation reject with {@linkcode MissingRepositoryError}.
  */
 export type Repository = Sql | (() => Sql | undefined | null);
-
-/** Options for {@linkcode createCodeStore}. */
-export interface CodeStoreOptions {
-  /**
-   * The table, optionally schema-qualified (`"auth.codes"`): lower-case
-   * letters, digits and `_`. Defaults to `"authorization_codes"`. Its
-   * tombstones go in `<table>_spent`. Create both with `migrate` (same
-   * option).
-   */
-  readonly table?: string | undefined;
-  /**
-   * How long the tombstone of a redeemed code is kept, in seconds (default
-   * 86 400, a day): long enough to cover the refresh tokens issued from it.
-   * `spent()` answers `null` once it has passed; `purgeExpired` deletes it.
-   */
-  readonly tombstoneRetention?: number | undefined;
-  /**
-   * How long a call may wait for the database, in milliseconds (default
-   * 10 000; `Infinity` waits forever). Every call keeps its own deadline:
-   * past it, the call rejects with {@linkcode OperationTimeoutError} alone,
-   * never failing the calls it shares a statement with. A call whose
-   * statement was not yet sent (queued in the store or in postgres.js, or
-   * waiting for a connection to open) is left out of it and has no effect;
-   * a statement that runs is cancelled, on the server that runs it, once no
-   * call in it still waits. A safety net: postgres.js queues queries while
-   * it cannot connect, retrying with a backoff of up to 20 seconds per
-   * attempt, so during an outage a call could otherwise wait for minutes.
-   */
-  readonly timeout?: number | undefined;
-  /**
-   * Coalescing (default on): concurrent calls share one statement. `take`s
-   * that arrive together become one `DELETE ... WHERE code_hash = ANY(...)
-   * RETURNING`, each caller getting its own row or `null`; `put`s become one
-   * multi-row `INSERT ... ON CONFLICT (code_hash) DO NOTHING RETURNING`,
-   * where a hash that was not inserted is a `DuplicateCodeError` for that
-   * caller only (an entry is never overwritten). A lone call is sent at
-   * once; calls made in the same tick, or while `concurrency` statements
-   * (default: the pool's `max`) are in flight, go out together, at most
-   * `maxBatch` (default 64) per statement. A statement that fails fails
-   * every call still waiting in it. `false` sends one statement per call.
-   */
-  readonly coalesce?:
-    | boolean
-    | {
-      readonly maxBatch?: number | undefined;
-      readonly concurrency?: number | undefined;
-    }
-    | undefined;
-}
-
-/** The default of {@linkcode CodeStoreOptions.timeout}. */
-export const DEFAULT_TIMEOUT = 10_000;
-
-/** The default largest batch when coalescing. */
-export const DEFAULT_MAX_BATCH = 64;
-
-/** The default of {@linkcode CodeStoreOptions.tombstoneRetention}: a day. */
-export const DEFAULT_TOMBSTONE_RETENTION = 86_400;
 
 /**
  * A store of single-use authorization codes (RFC 6749 §4.1.2: "The client
@@ -173,8 +119,9 @@ export interface CodeStore {
  * @param options The table, the timeout, coalescing and tombstone retention.
  * @returns The store: `put`, `take` and `spent` closures.
  * @throws {TypeError} If `repo` is missing or not a function,
- * `options.table` is not a valid identifier, or another option is out of
- * range.
+ * `options.table` is not a valid identifier, an option is unknown, or a
+ * value is of the wrong type.
+ * @throws {RangeError} If a number is out of range.
  *
  * @example
  * ```ts ignore
@@ -220,39 +167,26 @@ export function createCodeStore(
         "function returning one",
     );
   }
-  const name = parseTableName(options.table);
-  const {
-    timeout = DEFAULT_TIMEOUT,
-    tombstoneRetention = DEFAULT_TOMBSTONE_RETENTION,
-  } = options;
-  const retention = validateRetention(tombstoneRetention);
+  const settings = storeSettings(options);
   const tables: Tables = {
-    codes: name.qualified,
-    spent: name.spent,
-    retention,
+    codes: settings.table.qualified,
+    spent: settings.table.spent,
+    retention: settings.retentionSeconds,
   };
-  if (
-    typeof timeout !== "number" || !(timeout > 0) ||
-    (timeout > MAX_TIMER && timeout !== Infinity)
-  ) {
-    throw new TypeError(
-      `options.timeout must be a number of milliseconds from 1 to ${MAX_TIMER}, or Infinity`,
-    );
-  }
+  const { timeoutMs, coalesce } = settings;
 
   const database: () => Sql = isSql(repo) ? () => repo : () => {
     const sql = repo();
     if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
     return sql;
   };
-  const coalesce = parseCoalesce(options.coalesce);
   // One set of statements per pool (a repository function may return
   // several), each with its own queues and deadlines.
   const perPool = new WeakMap<Sql, Statements>();
   const statements = (sql: Sql): Statements => {
     let found = perPool.get(sql);
     if (!found) {
-      found = statementsFor(sql, tables, timeout, coalesce);
+      found = statementsFor(sql, tables, timeoutMs, coalesce);
       perPool.set(sql, found);
     }
     return found;
@@ -299,7 +233,7 @@ function statementsFor(
   sql: Sql,
   tables: Tables,
   timeout: number,
-  coalesce: CoalesceSettings | undefined,
+  coalesce: StoreSettings["coalesce"],
 ): Statements {
   const quiet: Quiet = { after: afterBrokenConnection, until: 0 };
   const limits = (operation: string) => ({
@@ -346,57 +280,6 @@ const BROKEN_CONNECTION = new Set([
   "CONNECTION_DESTROYED",
   "CONNECT_TIMEOUT",
 ]);
-
-interface CoalesceSettings {
-  readonly maxBatch: number;
-  readonly concurrency: number | undefined;
-}
-
-/**
- * Validates a tombstone retention: whole seconds, from 1 to ten years.
- *
- * @throws {TypeError} If it is out of range.
- */
-export function validateRetention(retention: unknown): number {
-  if (
-    typeof retention !== "number" || !Number.isInteger(retention) ||
-    retention < 1 || retention > 10 * 366 * 86_400
-  ) {
-    throw new TypeError(
-      "options.tombstoneRetention must be a whole number of seconds from 1 " +
-        "to about 10 years",
-    );
-  }
-  return retention;
-}
-
-// setTimeout's largest delay (2^31 - 1 ms, about 24.8 days).
-const MAX_TIMER = 2_147_483_647;
-
-function parseCoalesce(
-  option: CodeStoreOptions["coalesce"],
-): CoalesceSettings | undefined {
-  if (option === false) return undefined;
-  if (option === true || option === undefined) {
-    return { maxBatch: DEFAULT_MAX_BATCH, concurrency: undefined };
-  }
-  const valid = (n: unknown) =>
-    n === undefined ||
-    (typeof n === "number" && Number.isInteger(n) && n > 0 && n <= 10_000);
-  if (
-    typeof option !== "object" || option === null ||
-    !valid(option.maxBatch) || !valid(option.concurrency)
-  ) {
-    throw new TypeError(
-      "options.coalesce must be true, false, or { maxBatch?, concurrency? } " +
-        "with integers from 1 to 10000",
-    );
-  }
-  return {
-    maxBatch: option.maxBatch ?? DEFAULT_MAX_BATCH,
-    concurrency: option.concurrency,
-  };
-}
 
 /** A postgres.js `Sql` instance is a function with these methods. */
 function isSql(value: unknown): value is Sql {

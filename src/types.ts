@@ -17,13 +17,12 @@ export type JsonValue =
 export type JsonObject = { readonly [key: string]: JsonValue };
 
 /**
- * What an authorization code was issued for: everything the token endpoint
- * needs to re-check the redemption (RFC 6749 §4.1.3, RFC 7636 §4.6) and to
- * mint the tokens.
+ * What an authorization code is issued for, as `put` takes it: everything
+ * the token endpoint needs to re-check the redemption (RFC 6749 §4.1.3,
+ * RFC 7636 §4.6) and to mint the tokens.
  *
- * Unknown keys are rejected, never dropped. Optional fields are returned by
- * `take` normalised: `nonce`/`dpopJkt`/`grantId` as `null`, `claims` as `{}`
- * and `resource` as `[]`.
+ * Unknown keys are rejected, never dropped. `take` returns the grant as
+ * {@linkcode StoredGrantData}, every optional field filled in.
  */
 export interface GrantData {
   /** The client the code was issued to (RFC 6749 §2.2): a non-empty VSCHAR string. */
@@ -54,6 +53,24 @@ export interface GrantData {
   readonly grantId?: string | null;
 }
 
+/**
+ * A grant as `take` returns it: {@linkcode GrantData} with every optional
+ * field filled in (`nonce`, `dpopJkt` and `grantId` `null`, `claims` `{}`,
+ * `resource` `[]` when they were not given).
+ */
+export interface StoredGrantData extends GrantData {
+  /** The OpenID Connect `nonce`, or `null`. */
+  readonly nonce: string | null;
+  /** The DPoP key's JWK thumbprint, or `null`. */
+  readonly dpopJkt: string | null;
+  /** Extra claims for the tokens; `{}` when none were given. */
+  readonly claims: JsonObject;
+  /** The resource indicators; `[]` when none were given. */
+  readonly resource: readonly string[];
+  /** The grant identifier, or `null`. */
+  readonly grantId: string | null;
+}
+
 /** The input of `put`: a freshly issued code and what it grants. */
 export interface NewCode {
   /**
@@ -72,7 +89,20 @@ export interface NewCode {
 export interface CodeEntry {
   /** The base64url SHA-256 hash of the code (see `hashCode`). */
   readonly codeHash: string;
-  /** What the code grants, with optional fields normalised. */
+  /** What the code grants, every optional field filled in. */
+  readonly data: StoredGrantData;
+  /** When the code expires, in integer seconds since the Unix epoch. */
+  readonly expiresAt: number;
+}
+
+/**
+ * A code's record as `fromRecord` takes it: a {@linkcode CodeEntry} whose
+ * grant's optional fields may be left out.
+ */
+export interface CodeRecord {
+  /** The base64url SHA-256 hash of the code (see `hashCode`). */
+  readonly codeHash: string;
+  /** What the code grants. */
   readonly data: GrantData;
   /** When the code expires, in integer seconds since the Unix epoch. */
   readonly expiresAt: number;

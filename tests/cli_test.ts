@@ -17,6 +17,7 @@ import {
   testDatabase,
 } from "./support/database.ts";
 import { cli } from "./support/cli.ts";
+import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
 
 Deno.test("`cli --help` prints the usage and exits 0; a bad command or option exits 2", async () => {
   for (const args of [["--help"], ["-h"], ["help"], []]) {
@@ -46,16 +47,57 @@ Deno.test("`cli` without a database configured exits 2 and says how to configure
   assertStringIncludes(err, "PGHOST");
 });
 
-Deno.test("`cli` against an unreachable database exits 1 with a clear error, never printing the password", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  const { code, err } = await cli(["migrate"], {
-    DATABASE_URL: `postgres://app:s3cret-pw@127.0.0.1:${port}/db`,
+Deno.test("`cli` errors never print the password: refused, silent, unknown host, wrong password, missing database", async () => {
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const refused = closed.addr.port;
+  closed.close();
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of silent) held.push(conn);
+  })();
+  await using server = await EmbeddedPostgres.create({
+    password: "right-pw-3",
   });
-  assertEquals(code, 1);
-  assertStringIncludes(err, "cannot reach the database (ECONNREFUSED)");
-  assert(!err.includes("s3cret-pw"));
+  try {
+    const secret = "s3cret-pw";
+    const cases = [
+      [`postgres://app:${secret}-1@127.0.0.1:${refused}/db`, "ECONNREFUSED"],
+      [
+        `postgres://app:${secret}-2@127.0.0.1:${silent.addr.port}/db`,
+        "CONNECT_TIMEOUT",
+      ],
+      [`postgres://app:${secret}-3@no-such-host.invalid:5432/db`, "ENOTFOUND"],
+      [
+        `postgres://postgres:${secret}-4@127.0.0.1:${server.port}/postgres`,
+        "28P01",
+      ],
+      [server.url.replace("/postgres", "/no_such_db"), "3D000"],
+    ] as const;
+    for (const [url, kind] of cases) {
+      const run = await cli(["stats"], {
+        DATABASE_URL: url,
+        PGCONNECT_TIMEOUT: "1",
+      });
+      assertEquals(run.code, 1, `${kind}: ${run.err}`);
+      assertStringIncludes(
+        run.err,
+        kind === "28P01"
+          ? "password authentication failed"
+          : kind === "3D000"
+          ? "no_such_db"
+          : kind,
+      );
+      for (const text of [run.out, run.err]) {
+        assert(!text.includes(secret), `${kind} printed the password`);
+        assert(!text.includes("right-pw-3"), `${kind} printed the password`);
+      }
+    }
+  } finally {
+    silent.close();
+    await accepting.catch(() => {});
+    for (const conn of held) conn.close();
+  }
 });
 
 Deno.test("`cli migrate`, `stats` and `purge` work on a table, from DATABASE_URL or PG* variables", async () => {
@@ -124,4 +166,31 @@ Deno.test("`cli replication` on a server without standbys says it cannot see one
   const report = JSON.parse(json.out);
   assertEquals(report.risk, "unknown");
   assertEquals(report.standbys, []);
+});
+
+Deno.test("`cli` with a malformed password-bearing DATABASE_URL exits 2 and prints nothing of the password", async () => {
+  // Passwords with an unencoded / or #: the URL's structure breaks there.
+  const cases = [
+    ["postgres://app:s3cr/et-pass-1@127.0.0.1:5432/db", [
+      "s3cr/et-pass-1",
+      "et-pass-1",
+    ]],
+    ["postgres://app:s3cr#et-pass-2@127.0.0.1:5432/db", [
+      "s3cr#et-pass-2",
+      "et-pass-2",
+    ]],
+    ["postgres://app:1234/5678-pass-3@127.0.0.1:5432/db", ["5678-pass-3"]],
+    ["postgres://app:99#x-pass-4@db.example.invalid/db", ["x-pass-4"]],
+  ] as const;
+  for (const [url, secrets] of cases) {
+    const run = await cli(["stats"], { DATABASE_URL: url });
+    assertEquals(run.code, 2, `${run.out}${run.err}`);
+    assertStringIncludes(run.err, "DATABASE_URL");
+    for (const secret of secrets) {
+      assert(
+        !run.out.includes(secret) && !run.err.includes(secret),
+        `the output holds part of the password: ${run.err}`,
+      );
+    }
+  }
 });

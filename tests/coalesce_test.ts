@@ -398,21 +398,23 @@ Deno.test("`coalesce: false` runs one plain statement per call", async () => {
 Deno.test("`coalesce` options are validated", async () => {
   await using t = await testDatabase();
   for (
-    const coalesce of [
-      { maxBatch: 0 },
-      { maxBatch: 1.5 },
-      { concurrency: -1 },
-      { maxBatch: 10_001 },
-      "yes",
-      null,
-    ]
+    const [coalesce, kind] of [
+      [{ maxBatch: 0 }, RangeError],
+      [{ maxBatch: 1.5 }, RangeError],
+      [{ concurrency: -1 }, RangeError],
+      [{ maxBatch: 10_001 }, RangeError],
+      [{ maxBatch: "2" }, TypeError],
+      [{ batch: 2 }, TypeError],
+      ["yes", TypeError],
+      [null, TypeError],
+    ] as const
   ) {
     try {
       // deno-lint-ignore no-explicit-any
       createCodeStore(t.sql, { table: t.table, coalesce } as any);
       throw new Error(`accepted ${JSON.stringify(coalesce)}`);
     } catch (error) {
-      assertInstanceOf(error, TypeError);
+      assertInstanceOf(error, kind, JSON.stringify(coalesce));
     }
   }
   const store = createCodeStore(t.sql, {

@@ -151,7 +151,7 @@ for (const [storeName, open] of Object.entries(STORES)) {
 Deno.test("memory: `purgeExpired()` and tombstone retention follow its clock", async () => {
   let now = 1_900_000_000_000;
   const store = createMemoryCodeStore({
-    tombstoneRetention: 60,
+    tombstoneRetentionSeconds: 60,
     now: () => now,
   });
   const expired = { ...issue(), expiresAt: 1_899_999_999 };

@@ -92,7 +92,7 @@ async function writable(cluster: HaCluster, node: HaNode, timeout = 30_000) {
  */
 function probe(url: string, since: () => number) {
   const sql = postgres(url, { ...POOL, max: 2 });
-  const store = createCodeStore(sql, { table: TABLE, timeout: 10_000 });
+  const store = createCodeStore(sql, { table: TABLE, timeoutMs: 10_000 });
   const runs: {
     outcome: string;
     first: number;
@@ -210,7 +210,7 @@ Deno.test({
           onnotice: (notice) => notices.push(String(notice.message)),
         });
         try {
-          const store = createCodeStore(sql, { table: TABLE, timeout: 1000 });
+          const store = createCodeStore(sql, { table: TABLE, timeoutMs: 1000 });
           const [code, other] = await issue(store, 2);
           await cluster.holdReplication(node2, true);
           try {
@@ -245,7 +245,7 @@ Deno.test({
             // commit is on the primary only.
             const slow = createCodeStore(sql, {
               table: TABLE,
-              timeout: 10_000,
+              timeoutMs: 10_000,
             });
             const taking = slow.take(other!);
             let cancelled = 0;
@@ -304,7 +304,7 @@ Deno.test({
           connections: 4,
           racersPerProcess: 2,
           poolOptions: POOL,
-          storeOptions: { timeout: 5000 },
+          storeOptions: { timeoutMs: 5000 },
         });
         const { stored: put } = await run.put();
         assertEquals(put, codes);
@@ -464,7 +464,7 @@ Deno.test({
         assertStringIncludes(report.out, "a failover can lose redemptions");
         const sql = postgres(cluster.url, { ...POOL, max: 4 });
         try {
-          const store = createCodeStore(sql, { table: TABLE, timeout: 5000 });
+          const store = createCodeStore(sql, { table: TABLE, timeoutMs: 5000 });
           const codes = await issue(store, 50);
           // The standby has them, then stops receiving.
           const hashes = codes.map((code) => hashCode(code));

@@ -304,7 +304,7 @@ Deno.test("with postgres.js's default backoff, the store's timeout bounds every 
   const pool = postgres(server.url, { fetch_types: false, max: 2 });
   try {
     await migrate(setup);
-    const store = createCodeStore(pool, { timeout: 1000 });
+    const store = createCodeStore(pool, { timeoutMs: 1000 });
     const [code] = await issue(store, 1);
     await server.stop();
 

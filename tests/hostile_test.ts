@@ -163,3 +163,33 @@ Deno.test("a rejected `put()` leaves no trace a later valid one could collide wi
   await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
   assertEquals((await store.take(code))?.data.scope, ["openid", "profile"]);
 });
+
+Deno.test("`put()` refuses an array whose own iterator would yield more than it holds", async () => {
+  let queries = 0;
+  await using t = await testDatabase({ debug: () => queries++ });
+  const store = createCodeStore(t.sql, { table: t.table });
+  queries = 0;
+  const sneaky = () =>
+    Object.defineProperty([], Symbol.iterator, {
+      value: function* () {
+        for (let i = 0; i < 100_000; i++) yield `s${i}`;
+      },
+    });
+  const sparse: string[] = [];
+  sparse[2] = "openid";
+  for (
+    const [data, field] of [
+      [grant({ scope: sneaky() }), "data.scope"],
+      [grant({ resource: sneaky() }), "data.resource"],
+      [grant({ claims: { list: sneaky() } }), "data.claims"],
+      [grant({ scope: sparse }), "data.scope"],
+    ] as const
+  ) {
+    const error = await assertRejects(() =>
+      store.put({ code: randomCode(), data, expiresAt: IN_A_MINUTE })
+    );
+    assertInstanceOf(error, InvalidRecordError);
+    assertEquals(error.field, field);
+  }
+  assertEquals(queries, 0, "no query was sent");
+});

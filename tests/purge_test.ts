@@ -118,13 +118,54 @@ Deno.test("takes run during a large purge: none waits for it, none is lost or do
 Deno.test("`purgeExpired()` validates its options before any SQL", async () => {
   await using t = await testDatabase();
   for (
-    const options of [{ batchSize: 0 }, { batchSize: 1.5 }, { table: "x;y" }]
+    const [options, kind] of [
+      [{ batchSize: 0 }, RangeError],
+      [{ batchSize: 1.5 }, RangeError],
+      [{ batchSize: 100_001 }, RangeError],
+      [{ batchSize: "10" }, TypeError],
+      [{ timeoutMs: 0 }, RangeError],
+      [{ table: "x;y" }, TypeError],
+      [{ batch: 10 }, TypeError],
+    ] as const
   ) {
     // deno-lint-ignore no-explicit-any
-    await assertRejects(() => purgeExpired(t.sql, options as any), TypeError);
+    await assertRejects(() => purgeExpired(t.sql, options as any), kind);
   }
   assertStrictEquals(
     (await purgeExpired(t.sql, { table: t.table })).codes,
     0,
   );
+});
+
+Deno.test("`purgeExpired()` is bounded by `timeoutMs`: a table locked elsewhere fails it in time, and its statement is cancelled", async () => {
+  await using t = await testDatabase();
+  const holder = await t.sql.reserve();
+  let outcome: unknown;
+  const started = performance.now();
+  try {
+    await holder`begin`;
+    await holder`lock table ${holder(t.table)} in access exclusive mode`;
+    outcome = await Promise.race([
+      purgeExpired(t.sql, { table: t.table, timeoutMs: 300 }).then(
+        () => "purged",
+        (error) => String(error.code),
+      ),
+      new Promise((resolve) => setTimeout(() => resolve("hung"), 5000)),
+    ]);
+    // The cancel request reached the server: nothing waits for the lock.
+    for (let i = 0; i < 50; i++) {
+      const [{ n }] = await t.sql<[{ n: number }]>`
+        select count(*)::int as n from pg_stat_activity
+        where wait_event_type = 'Lock' and query ilike '%doomed%'
+      `;
+      if (n === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert(i < 49, "the purge statement still waits for the lock");
+    }
+  } finally {
+    await holder`rollback`;
+    holder.release();
+  }
+  assertEquals(outcome, "ERR_OPERATION_TIMEOUT");
+  assert(performance.now() - started < 3000);
 });

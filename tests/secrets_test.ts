@@ -131,7 +131,7 @@ Deno.test("no plaintext code reaches the server log, a row, an error or the cons
         where code_hash = ${hashCode(locked!)} for update
       `;
       const timedOut = await expectError(() =>
-        createCodeStore(sql, { timeout: 200 }).take(locked!)
+        createCodeStore(sql, { timeoutMs: 200 }).take(locked!)
       );
       assert(timedOut instanceof OperationTimeoutError);
       const cancelled = await expectError(() =>

@@ -5,6 +5,7 @@ import {
   assertInstanceOf,
   assertRejects,
   assertStrictEquals,
+  assertStringIncludes,
 } from "@std/assert";
 import postgres from "postgres";
 import {
@@ -375,12 +376,21 @@ Deno.test("a repository function is called on every operation, so the pool can c
   assert(await store.take(code));
 });
 
-Deno.test("the store works with `prepare: false`, `fetch_types: false` and `transform: postgres.camel`", async () => {
+Deno.test("the store works with `prepare: false`, `fetch_types: false`, `transform: postgres.camel` and any value transform: the entry comes back as stored", async () => {
   const variants: PoolOptions[] = [
     { prepare: false },
     { fetch_types: false },
     { transform: postgres.camel },
     { prepare: false, fetch_types: false, transform: postgres.camel },
+    // A value transform that would change every string it sees.
+    {
+      transform: {
+        value: {
+          from: (value: unknown) =>
+            typeof value === "string" ? value.toUpperCase() : value,
+        },
+      },
+    },
   ];
   for (const options of variants) {
     await using t = await testDatabase(options);
@@ -407,20 +417,42 @@ function assertNoSecret(error: Error, secrets: string[]) {
   }
 }
 
-Deno.test("`createCodeStore()` refuses a timeout that is not a positive number of milliseconds", async () => {
+Deno.test("`createCodeStore()` options: a wrong type is a TypeError, a number out of range a RangeError, an unknown option a TypeError", async () => {
   await using t = await testDatabase();
-  for (const timeout of [0, -1, NaN, "1000", null, 2 ** 31, -Infinity]) {
+  const refuses = (options: unknown, kind: typeof TypeError) => {
     try {
       // deno-lint-ignore no-explicit-any
-      createCodeStore(t.sql, { table: t.table, timeout } as any);
-      throw new Error(`accepted ${String(timeout)}`);
+      createCodeStore(t.sql, { table: t.table, ...(options as any) });
     } catch (error) {
-      assertInstanceOf(error, TypeError);
+      assertInstanceOf(error, kind, JSON.stringify(options));
+      return (error as Error).message;
     }
+    throw new Error(`accepted ${JSON.stringify(options)}`);
+  };
+  for (const timeoutMs of ["1000", null, {}, true]) {
+    refuses({ timeoutMs }, TypeError);
   }
-  createCodeStore(t.sql, { table: t.table, timeout: 1 });
-  for (const timeout of [5000, 2 ** 31 - 1, Infinity]) {
-    const store = createCodeStore(t.sql, { table: t.table, timeout });
+  for (const timeoutMs of [0, -1, NaN, 2 ** 31, -Infinity]) {
+    refuses({ timeoutMs }, RangeError);
+  }
+  for (const tombstoneRetentionSeconds of ["60", null]) {
+    refuses({ tombstoneRetentionSeconds }, TypeError);
+  }
+  for (
+    const tombstoneRetentionSeconds of [0, -1, 1.5, NaN, 400 * 86_400 * 30]
+  ) {
+    refuses({ tombstoneRetentionSeconds }, RangeError);
+  }
+  // The names before 0.2 carried no unit: refused, pointing to the new one.
+  assertStringIncludes(refuses({ timeout: 5000 }, TypeError), "timeoutMs");
+  assertStringIncludes(
+    refuses({ tombstoneRetention: 60 }, TypeError),
+    "tombstoneRetentionSeconds",
+  );
+  refuses({ tabel: "x" }, TypeError);
+  createCodeStore(t.sql, { table: t.table, timeoutMs: 1 });
+  for (const timeoutMs of [5000, 2 ** 31 - 1, Infinity]) {
+    const store = createCodeStore(t.sql, { table: t.table, timeoutMs });
     const code = randomCode();
     await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
     assert(await store.take(code));

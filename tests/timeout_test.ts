@@ -98,7 +98,7 @@ async function behindProxy(t: TestDatabase, coalesce: boolean) {
   const pool = postgres(proxy.url, { ...RESILIENT, max: 1 });
   const store = createCodeStore(pool, {
     table: t.table,
-    timeout: 500,
+    timeoutMs: 500,
     coalesce,
   });
   return {
@@ -124,7 +124,7 @@ for (const coalesce of [true, false]) {
     // the open connection stays.
     proxy.refuse();
     const error = await assertRejects(() => taking, OperationTimeoutError);
-    assertEquals(error.timeout, 500);
+    assertEquals(error.timeoutMs, 500);
     await delay(300); // the cancel request fails in here
     await lock.release();
     await proxy.accept();
@@ -145,7 +145,7 @@ Deno.test("a timed-out statement is cancelled on the host that runs it, not on t
     `${real.hostname}:${real.port || 5432}${real.pathname}`;
   const pool = postgres(url, { ...RESILIENT, max: 1 });
   try {
-    const store = createCodeStore(pool, { table: t.table, timeout: 400 });
+    const store = createCodeStore(pool, { table: t.table, timeoutMs: 400 });
     const code = await issue(store);
     await using lock = await lockRow(t, code);
     const taking = store.take(code);
@@ -195,7 +195,7 @@ Deno.test("one old call does not sink its batch: calls that still have time get 
   const pool = postgres(databaseUrl(), { ...RESILIENT, max: 1 });
   try {
     // One connection, so one statement at a time: calls queue and batch.
-    const store = createCodeStore(pool, { table: t.table, timeout: 2000 });
+    const store = createCodeStore(pool, { table: t.table, timeoutMs: 2000 });
     const [first, old, ...fresh] = await Promise.all(
       Array.from({ length: 7 }, (_, i) => issue(store, `user-${i}`)),
     );

@@ -26,6 +26,11 @@ import { dirname, join } from "node:path";
 export interface EmbeddedPostgresOptions {
   /** Extra server settings, passed as `-c name=value`. */
   readonly settings?: Readonly<Record<string, string | number>>;
+  /**
+   * A password for `postgres`, required on TCP (SCRAM); without one, every
+   * connection is trusted.
+   */
+  readonly password?: string;
 }
 
 interface RunAs {
@@ -40,7 +45,7 @@ const signalHandlers = new Map<Deno.Signal, () => void>();
 
 /** A PostgreSQL server owned by this process. */
 export class EmbeddedPostgres {
-  /** A connection string for the `postgres` superuser (trust auth). */
+  /** A connection string for the `postgres` superuser (with its password, if any). */
   readonly url: string;
   /** The TCP port, on 127.0.0.1. */
   readonly port: number;
@@ -52,6 +57,7 @@ export class EmbeddedPostgres {
   #data: string;
   #runAs: RunAs | undefined;
   #settings: string[];
+  #password: string | undefined;
   #child: Deno.ChildProcess | undefined;
   #logPump: Promise<void> | undefined;
 
@@ -61,14 +67,19 @@ export class EmbeddedPostgres {
     port: number,
     runAs: RunAs | undefined,
     settings: string[],
+    password: string | undefined,
   ) {
     this.#base = base;
+    this.#password = password;
     this.#bin = bin;
     this.#data = join(base, "data");
     this.#runAs = runAs;
     this.#settings = settings;
     this.port = port;
-    this.url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+    const credentials = password === undefined
+      ? "postgres"
+      : `postgres:${encodeURIComponent(password)}`;
+    this.url = `postgres://${credentials}@127.0.0.1:${port}/postgres`;
     this.logFile = join(base, "postgres.log");
   }
 
@@ -107,6 +118,7 @@ export class EmbeddedPostgres {
         freePort(),
         runAs,
         settings,
+        options.password,
       );
       await server.#initdb();
       await server.start();
@@ -122,13 +134,18 @@ export class EmbeddedPostgres {
     if (this.#runAs) {
       await Deno.chown(this.#data, this.#runAs.uid, this.#runAs.gid);
     }
+    const auth = ["--auth", "trust"];
+    if (this.#password !== undefined) {
+      const file = join(this.#base, "password");
+      await Deno.writeTextFile(file, this.#password, { mode: 0o644 });
+      auth.push("--auth-host", "scram-sha-256", "--pwfile", file);
+    }
     await run(join(this.#bin, "initdb"), [
       "--pgdata",
       this.#data,
       "--username",
       "postgres",
-      "--auth",
-      "trust",
+      ...auth,
       "--encoding",
       "UTF8",
       "--locale",

@@ -6,7 +6,7 @@
  */
 
 import fc from "fast-check";
-import type { CodeEntry, GrantData, JsonValue } from "../../mod.ts";
+import type { CodeEntry, CodeRecord, GrantData, JsonValue } from "../../mod.ts";
 
 const base64url43 = fc.stringMatching(/^[A-Za-z0-9_-]{43}$/);
 const vschar = fc.string({ minLength: 1, maxLength: 64 }); // U+0020..U+007E
@@ -64,14 +64,14 @@ export const expiresAt: fc.Arbitrary<number> = fc.integer({
 });
 
 /** A valid record. */
-export const codeEntry: fc.Arbitrary<CodeEntry> = fc.record({
+export const codeEntry: fc.Arbitrary<CodeRecord> = fc.record({
   codeHash: base64url43,
   data: grantData,
   expiresAt,
 });
 
 /** `entry` as `take` returns it: optional fields normalised. */
-export function normalised(entry: CodeEntry): CodeEntry {
+export function normalised(entry: CodeRecord): CodeEntry {
   return {
     ...entry,
     data: {

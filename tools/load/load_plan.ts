@@ -16,7 +16,7 @@ export type PoolOptions = postgres.Options<
 
 /** `createCodeStore` options a plan can carry (JSON-serialisable). */
 export interface StoreOptions {
-  readonly timeout?: number;
+  readonly timeoutMs?: number;
   readonly coalesce?: boolean;
 }
 
@@ -78,6 +78,13 @@ export function entryFor(seed: string, i: number): CodeEntry {
   return {
     codeHash: hashCode(code),
     expiresAt,
-    data: { ...data, nonce: null, dpopJkt: null, resource: [], grantId: null },
+    data: {
+      ...data,
+      nonce: null,
+      dpopJkt: null,
+      claims: data.claims ?? {},
+      resource: [],
+      grantId: null,
+    },
   };
 }

@@ -1,0 +1,196 @@
+/**
+ * Field validators: each reads a value that came from outside (a caller or
+ * a row), checks one rule, and returns what is safe to keep, or throws an
+ * {@linkcode InvalidRecordError} naming the field, never the value.
+ *
+ * @module
+ */
+
+import { InvalidRecordError } from "./errors.ts";
+import { SHA256_BASE64URL } from "./_grammar.ts";
+
+/** Bounds on what a record may hold, so no input can exhaust the server. */
+export const LIMITS = {
+  /** Characters in any string field, array element or JSON string. */
+  text: 4096,
+  /** Scope tokens. */
+  scope: 256,
+  /** Resource indicators. */
+  resource: 64,
+  /** Nesting depth of a JSON field. */
+  jsonDepth: 32,
+  /** Values (objects, arrays, scalars) in a JSON field. */
+  jsonValues: 10_000,
+  /** Characters of a JSON field serialised. */
+  jsonText: 65_536,
+  /** Latest `expiresAt`: 9999-12-31T23:59:59Z. */
+  expiresAt: 253_402_300_799,
+} as const;
+
+/**
+ * Reads the own properties of a plain object, refusing any key outside
+ * `allowed`. Only own properties are read, so a polluted prototype cannot
+ * supply a field.
+ */
+export function ownFields<K extends string>(
+  value: unknown,
+  path: string,
+  allowed: readonly K[],
+): { [key in K]: unknown } {
+  if (!isPlainObject(value)) {
+    throw new InvalidRecordError(path || "record", "must be a plain object");
+  }
+  for (const key of Reflect.ownKeys(value)) {
+    if (
+      typeof key !== "string" || !(allowed as readonly string[]).includes(key)
+    ) {
+      throw new InvalidRecordError(
+        join(path, describeKey(key)),
+        "is not a known field",
+      );
+    }
+  }
+  const out = {} as { [key in K]: unknown };
+  for (const key of allowed) {
+    out[key] = Object.hasOwn(value, key) ? value[key] : undefined;
+  }
+  return out;
+}
+
+/** An object whose prototype is `Object.prototype` or `null`. */
+export function isPlainObject(
+  value: unknown,
+): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Whether `value` is an ordinary array: `Array.prototype`, and no own
+ * properties besides its indices and `length` (an own `Symbol.iterator`
+ * could make an empty-looking array yield anything).
+ */
+export function isPlainArray(value: unknown): value is unknown[] {
+  return Array.isArray(value) &&
+    Object.getPrototypeOf(value) === Array.prototype &&
+    Reflect.ownKeys(value).length === value.length + 1;
+}
+
+function join(path: string, key: string): string {
+  return path ? `${path}.${key}` : key;
+}
+
+function describeKey(key: string | symbol): string {
+  const name = typeof key === "symbol" ? String(key) : key;
+  return name.length > 64 ? `${name.slice(0, 64)}…` : name;
+}
+
+/** `value`, unless it is `undefined`. */
+export function required(value: unknown, field: string): unknown {
+  if (value === undefined) throw new InvalidRecordError(field, "is required");
+  return value;
+}
+
+/** `absent` for `undefined` or `null`, else `validate(value)`. */
+export function optional<T, D>(
+  value: unknown,
+  absent: D,
+  validate: (value: unknown) => T,
+): T | D {
+  return value === undefined || value === null ? absent : validate(value);
+}
+
+/** Text PostgreSQL can store and return unchanged: well-formed, no NUL. */
+export function isStorableText(value: string): boolean {
+  return value.isWellFormed() && !value.includes("\0");
+}
+
+/**
+ * A non-empty string of at most {@linkcode LIMITS.text} storable
+ * characters, matching `pattern` if given.
+ */
+export function text(
+  value: unknown,
+  field: string,
+  pattern?: RegExp,
+  patternName?: string,
+): string {
+  required(value, field);
+  if (typeof value !== "string" || value.length === 0) {
+    throw new InvalidRecordError(field, "must be a non-empty string");
+  }
+  if (value.length > LIMITS.text) {
+    throw new InvalidRecordError(
+      field,
+      `must be at most ${LIMITS.text} characters`,
+    );
+  }
+  if (!isStorableText(value)) {
+    throw new InvalidRecordError(
+      field,
+      "must be well-formed Unicode without NUL characters",
+    );
+  }
+  if (pattern && !pattern.test(value)) {
+    throw new InvalidRecordError(field, `must consist of ${patternName}`);
+  }
+  return value;
+}
+
+/**
+ * An absolute URI without a fragment: RFC 6749 §3.1.2 (a redirection
+ * endpoint) and RFC 8707 §2 (a resource indicator).
+ */
+export function absoluteUri(value: unknown, field: string): string {
+  const uri = text(value, field);
+  if (!URL.canParse(uri) || uri.includes("#")) {
+    throw new InvalidRecordError(
+      field,
+      "must be an absolute URI without a fragment",
+    );
+  }
+  return uri;
+}
+
+/**
+ * A copy of an ordinary array of at most `max` items, each validated by
+ * `item`, read by index.
+ */
+export function array<T>(
+  value: unknown,
+  field: string,
+  max: number,
+  item: (value: unknown, field: string) => T,
+): T[] {
+  required(value, field);
+  if (!Array.isArray(value)) {
+    throw new InvalidRecordError(field, "must be an array");
+  }
+  if (value.length > max) {
+    throw new InvalidRecordError(field, `must have at most ${max} items`);
+  }
+  if (!isPlainArray(value)) {
+    throw new InvalidRecordError(
+      field,
+      "must be an ordinary array (no holes, no extra properties)",
+    );
+  }
+  const copy: T[] = [];
+  for (let i = 0; i < value.length; i++) {
+    copy.push(item(value[i], `${field}[${i}]`));
+  }
+  return copy;
+}
+
+/** 43 base64url characters: a SHA-256 digest (a code hash, an S256 challenge, a JWK thumbprint). */
+export function sha256Base64url(value: unknown, field: string): string {
+  required(value, field);
+  if (typeof value !== "string" || !SHA256_BASE64URL.test(value)) {
+    throw new InvalidRecordError(
+      field,
+      "must be 43 base64url characters (a SHA-256 digest, RFC 4648 §5)",
+    );
+  }
+  return value;
+}
