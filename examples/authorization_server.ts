@@ -23,9 +23,8 @@
 
 import { parseArgs } from "node:util";
 import postgres from "postgres";
-import { timingSafeEqual } from "@std/crypto/timing-safe-equal";
 import { type CodeStore, createCodeStore, migrate } from "../mod.ts";
-import { databaseFromEnv } from "../tools/embedded_postgres.ts";
+import { isS256Challenge, pkceMatches } from "./pkce.ts";
 
 /** The one registered client: public, loopback redirect URIs (RFC 8252). */
 export const CLIENT_ID = "demo-client";
@@ -48,8 +47,11 @@ interface AccessToken {
 export interface ServerOptions {
   /** Where codes are kept. */
   readonly store: CodeStore;
-  /** The issuer, `http://127.0.0.1:<port>`, known once the server listens. */
-  readonly issuer: () => string;
+  /**
+   * The issuer (RFC 8414 §2): its URL, such as `http://127.0.0.1:8000`, for
+   * a request.
+   */
+  readonly issuer: (request: Request) => string;
   /** Code lifetime in seconds (default 60). */
   readonly codeLifetime?: number;
 }
@@ -67,11 +69,11 @@ export function authorizationServer(
   const codeLifetime = options.codeLifetime ?? 60;
   const tokens = new Map<string, AccessToken>();
 
-  const metadata = () => ({
-    issuer: issuer(),
-    authorization_endpoint: `${issuer()}/authorize`,
-    token_endpoint: `${issuer()}/token`,
-    introspection_endpoint: `${issuer()}/introspect`,
+  const metadata = (iss: string) => ({
+    issuer: iss,
+    authorization_endpoint: `${iss}/authorize`,
+    token_endpoint: `${iss}/token`,
+    introspection_endpoint: `${iss}/introspect`,
     response_types_supported: ["code"],
     grant_types_supported: ["authorization_code"],
     code_challenge_methods_supported: ["S256"],
@@ -83,7 +85,7 @@ export function authorizationServer(
   });
 
   /** RFC 6749 §4.1.1 / §4.1.2. */
-  async function authorize(url: URL): Promise<Response> {
+  async function authorize(url: URL, iss: string): Promise<Response> {
     const params = url.searchParams;
     const clientId = params.get("client_id");
     const redirectUri = params.get("redirect_uri");
@@ -104,7 +106,7 @@ export function authorizationServer(
         error,
         error_description: description,
         ...(state === null ? {} : { state }),
-        iss: issuer(),
+        iss,
       });
     for (const [name, value] of params) {
       if (params.getAll(name).length > 1) {
@@ -133,7 +135,7 @@ export function authorizationServer(
       // RFC 7636 §4.4.1: an unsupported transformation is invalid_request.
       return fail("invalid_request", "code_challenge_method must be S256");
     }
-    if (!/^[A-Za-z0-9_-]{43}$/.test(challenge)) {
+    if (!isS256Challenge(challenge)) {
       return fail(
         "invalid_request",
         "code_challenge must be S256 (43 characters)",
@@ -158,7 +160,7 @@ export function authorizationServer(
         grantId: crypto.randomUUID(),
       },
     });
-    return redirect(redirectUri, { code, state, iss: issuer() });
+    return redirect(redirectUri, { code, state, iss });
   }
 
   /** RFC 6749 §4.1.3, §5.1, §5.2; RFC 7636 §4.6. */
@@ -212,7 +214,7 @@ export function authorizationServer(
       if (
         tombstone && tombstone.clientId === clientId &&
         tombstone.redirectUri === redirectUri &&
-        await pkceMatches(verifier, tombstone.codeChallenge)
+        pkceMatches(verifier, tombstone.codeChallenge)
       ) {
         for (const t of tokens.values()) {
           if (t.grantId === tombstone.grantId) t.revoked = true;
@@ -224,7 +226,7 @@ export function authorizationServer(
     if (
       entry.expiresAt <= Date.now() / 1000 || data.clientId !== clientId ||
       data.redirectUri !== redirectUri ||
-      !(await pkceMatches(verifier, data.codeChallenge))
+      !pkceMatches(verifier, data.codeChallenge)
     ) {
       return tokenError(400, "invalid_grant", "invalid authorization code");
     }
@@ -247,7 +249,10 @@ export function authorizationServer(
   }
 
   /** RFC 7662, for the demo. */
-  async function introspect(request: Request): Promise<Response> {
+  async function introspect(
+    request: Request,
+    iss: string,
+  ): Promise<Response> {
     const form = new URLSearchParams(await request.text());
     const found = tokens.get(form.get("token") ?? "");
     const active = found !== undefined && !found.revoked &&
@@ -262,7 +267,7 @@ export function authorizationServer(
           scope: found.scope,
           exp: found.expiresAt,
           token_type: "Bearer",
-          iss: issuer(),
+          iss,
         }
         : { active: false },
     );
@@ -274,13 +279,13 @@ export function authorizationServer(
     try {
       switch (route) {
         case "GET /.well-known/oauth-authorization-server":
-          return json(200, metadata(), "public, max-age=60");
+          return json(200, metadata(issuer(request)), "public, max-age=60");
         case "GET /authorize":
-          return await authorize(url);
+          return await authorize(url, issuer(request));
         case "POST /token":
           return await token(request);
         case "POST /introspect":
-          return await introspect(request);
+          return await introspect(request, issuer(request));
         default:
           return text(404, "not found");
       }
@@ -304,17 +309,6 @@ function isLoopbackCallback(uri: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** RFC 7636 §4.6: BASE64URL(SHA256(ASCII(code_verifier))) == code_challenge. */
-async function pkceMatches(verifier: string, challenge: string) {
-  // §4.1: 43 to 128 unreserved characters.
-  if (!/^[A-Za-z0-9\-._~]{43,128}$/.test(verifier)) return false;
-  const digest = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)),
-  );
-  const expected = Uint8Array.fromBase64(challenge, { alphabet: "base64url" });
-  return timingSafeEqual(digest, expected);
 }
 
 function randomToken(): string {
@@ -370,6 +364,9 @@ if (import.meta.main) {
     console.error("--port must be a port number");
     Deno.exit(2);
   }
+  // A development tool: loaded only when run, never by a host importing
+  // the handler (such as examples/deploy.ts).
+  const { databaseFromEnv } = await import("../tools/embedded_postgres.ts");
   const { url, server: database } = await databaseFromEnv();
   const sql = postgres(url, {
     fetch_types: false,

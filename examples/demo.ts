@@ -9,20 +9,13 @@
  */
 
 import postgres from "postgres";
-import { timingSafeEqual } from "@std/crypto/timing-safe-equal";
 import { type CodeEntry, createCodeStore, migrate } from "../mod.ts";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
+import { newVerifier, pkceMatches, s256 } from "./pkce.ts";
 
 const REDEMPTIONS = 1000;
 const POOLS = 4;
 const CONNECTIONS_PER_POOL = 10;
-
-const base64url = (bytes: Uint8Array) =>
-  bytes.toBase64({ alphabet: "base64url", omitPadding: true });
-const sha256 = async (text: string) =>
-  new Uint8Array(
-    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
-  );
 
 console.log("@attesto/code-store demo\n");
 
@@ -54,9 +47,10 @@ try {
   console.log(`migrated   table "${table}" on PostgreSQL ${version}`);
 
   // The authorization endpoint: a PKCE request comes in, a code goes out.
-  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
-  const challenge = base64url(await sha256(verifier));
-  const code = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const verifier = newVerifier();
+  const challenge = s256(verifier);
+  const code = crypto.getRandomValues(new Uint8Array(32))
+    .toBase64({ alphabet: "base64url", omitPadding: true });
   const stores = pools.map((sql) => createCodeStore(sql, { table }));
   await stores[0]!.put({
     code,
@@ -122,10 +116,7 @@ try {
       }`,
     );
     // The token endpoint then checks PKCE (RFC 7636 §4.6).
-    const pkce = timingSafeEqual(
-      await sha256(verifier),
-      Uint8Array.fromBase64(data.codeChallenge, { alphabet: "base64url" }),
-    );
+    const pkce = pkceMatches(verifier, data.codeChallenge);
     console.log(
       `pkce       code_verifier ${
         pkce ? "matches" : "does NOT match"

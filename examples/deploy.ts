@@ -1,16 +1,35 @@
-// A minimal Deno Deploy entry point using the store.
+/**
+ * A Deno Deploy entry point: the reference authorization server
+ * (`authorization_server.ts`) on a pool created on first use.
+ *
+ * ```sh
+ * deno run --allow-net --allow-env examples/deploy.ts   # what Deploy grants
+ * ```
+ *
+ * Safe to deploy as it is, and a starting point, not a product: it issues
+ * codes only to its one demo client (loopback redirect URIs only) for a
+ * demo user it approves itself, and its access tokens live in the memory
+ * of each isolate. Replace the client registry, the sign-in and the token
+ * store before real use.
+ *
+ * The database comes from `DATABASE_URL` (add `?sslmode=require` for a
+ * managed server) or, when that is unset, from the `PG*` variables (`PGHOST`,
+ * `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`) that Deno Deploy's
+ * PostgreSQL integration sets. `ISSUER` sets the issuer URL (default: the
+ * origin of each request).
+ *
+ * @module
+ */
+
 import postgres from "postgres";
 import { createCodeStore, migrate } from "@attesto/code-store";
+import { authorizationServer } from "./authorization_server.ts";
 
-// One pool per isolate, created on first use. It reads DATABASE_URL (add
-// ?sslmode=require for a managed server) or, when that is unset, the PG*
-// variables (PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD) that Deno
-// Deploy's PostgreSQL integration sets.
 const options = {
   max: 4, // a few connections per isolate; isolates are many and short-lived
   idle_timeout: 20, // seconds: let an idle isolate give its connections back
   connect_timeout: 5, // seconds: fail fast when the database is unreachable
-  fetch_types: false, // see porsager/postgres #1192, #1205, #1223
+  fetch_types: false, // porsager/postgres #1192, #1205, #1223
   backoff: false, // while the database is down, fail calls instead of queueing
 };
 let sql: postgres.Sql | undefined;
@@ -19,32 +38,31 @@ function db(): postgres.Sql {
   return sql ??= url ? postgres(url, options) : postgres(options);
 }
 
-// The store asks for the pool on every call, so nothing connects at import.
-const store = createCodeStore(db);
+// The migration runs once per isolate, and again after a failure (the
+// database may have been unreachable), never more than once at a time.
 let migrated: Promise<void> | undefined;
+function ensureMigrated(): Promise<void> {
+  return migrated ??= migrate(db()).catch((error) => {
+    migrated = undefined;
+    throw error;
+  });
+}
+
+const handle = authorizationServer({
+  // The store asks for the pool on every call, so nothing connects at import.
+  store: createCodeStore(db),
+  issuer: (request) => Deno.env.get("ISSUER") ?? new URL(request.url).origin,
+});
 
 Deno.serve({ port: Number(Deno.env.get("PORT") ?? 8000) }, async (request) => {
-  migrated ??= migrate(db()); // idempotent; or run the CLI's migrate at deploy
-  await migrated;
-  const url = new URL(request.url);
-  // Illustration only: wire put into your authorization endpoint and take
-  // into your token endpoint (see examples/authorization_server.ts).
-  if (request.method === "POST" && url.pathname === "/codes") {
-    const code = crypto.getRandomValues(new Uint8Array(32))
-      .toBase64({ alphabet: "base64url", omitPadding: true });
-    await store.put({
-      code,
-      expiresAt: Math.floor(Date.now() / 1000) + 60,
-      data: await request.json(),
+  try {
+    await ensureMigrated();
+  } catch (error) {
+    console.error(`migrate: ${(error as Error).message}`);
+    return new Response("database unavailable", {
+      status: 503,
+      headers: { "retry-after": "5" },
     });
-    return Response.json({ code });
   }
-  if (request.method === "POST" && url.pathname === "/token") {
-    const form = new URLSearchParams(await request.text());
-    const entry = await store.take(form.get("code") ?? "");
-    return entry
-      ? Response.json({ subject: entry.data.subject })
-      : Response.json({ error: "invalid_grant" }, { status: 400 });
-  }
-  return new Response("not found", { status: 404 });
+  return handle(request);
 });
