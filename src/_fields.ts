@@ -40,10 +40,9 @@ export function ownFields<K extends string>(
   if (!isPlainObject(value)) {
     throw new InvalidRecordError(path || "record", "must be a plain object");
   }
+  const known = keySet(allowed);
   for (const key of Reflect.ownKeys(value)) {
-    if (
-      typeof key !== "string" || !(allowed as readonly string[]).includes(key)
-    ) {
+    if (typeof key !== "string" || !known.has(key)) {
       throw new InvalidRecordError(
         join(path, describeKey(key)),
         "is not a known field",
@@ -55,6 +54,15 @@ export function ownFields<K extends string>(
     out[key] = Object.hasOwn(value, key) ? value[key] : undefined;
   }
   return out;
+}
+
+const keySets = new WeakMap<readonly string[], ReadonlySet<string>>();
+
+/** The keys of `allowed` as a set, made once per list. */
+function keySet(allowed: readonly string[]): ReadonlySet<string> {
+  let set = keySets.get(allowed);
+  if (!set) keySets.set(allowed, set = new Set(allowed));
+  return set;
 }
 
 /** An object whose prototype is `Object.prototype` or `null`. */

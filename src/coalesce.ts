@@ -6,7 +6,9 @@
  * call is sent at once). At most `concurrency` statements are in flight;
  * calls that arrive while they run wait and go out together in the next
  * one, so batches grow with the load and shrink back to one call when it is
- * light. A batch holds at most `maxBatch` calls.
+ * light. A batch holds at most `maxBatch` calls; calls waiting together are
+ * spread over the free slots in parts of at least 32, so that the server
+ * works on one statement while the client reads another's results.
  *
  * Deadlines: a call that is not answered within `timeout` is rejected on its
  * own, wherever it is: waiting for a slot, in a statement not yet written to
@@ -82,6 +84,9 @@ export interface Quiet {
   /** Until when (`performance.now()`), set by the coalescers. */
   until: number;
 }
+
+/** The smallest part a group of waiting calls is split into. */
+const SPLIT_AT = 32;
 
 const QUEUED = 0;
 const BATCHED = 1;
@@ -187,10 +192,19 @@ export function coalescer<I, O>(
       }, Math.ceil(wait));
       return;
     }
+    // Calls waiting together are spread over the free slots, so that one
+    // statement runs on the server while the results of another are read,
+    // but never into parts smaller than SPLIT_AT: each statement is a
+    // commit, and on a durable server a commit costs more than a row.
+    const parts = Math.max(
+      1,
+      Math.min(concurrency - inFlight, Math.floor(pending.length / SPLIT_AT)),
+    );
+    const size = Math.min(maxBatch, Math.ceil(pending.length / parts));
     while (pending.length > 0 && inFlight < concurrency) {
       const batch: Call<I, O>[] = [];
       let taken = 0;
-      while (taken < pending.length && batch.length < maxBatch) {
+      while (taken < pending.length && batch.length < size) {
         const call = pending[taken++]!;
         if (call.state === QUEUED) batch.push(call);
       }

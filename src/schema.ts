@@ -256,12 +256,47 @@ export function toSpentCode(values: readonly unknown[]): SpentCode {
  *
  * @throws {InvalidRecordError} On the first rule broken.
  */
-export function validateEntry(entry: unknown): CodeEntry {
-  const e = ownFields(entry, "", ENTRY_KEYS);
+export function validateEntry(input: unknown): CodeEntry {
+  const e = ownFields(input, "", ENTRY_KEYS);
+  return entry(e.codeHash, e.data, e.expiresAt);
+}
+
+/**
+ * Validates an entry read from the database as the columns of
+ * {@linkcode CODE_COLUMNS}, in that order, with `expires_at` in epoch
+ * seconds: the same rules as {@linkcode toRecord}.
+ *
+ * @throws {InvalidRecordError} On the first rule broken.
+ */
+export function entryFromColumns(values: readonly unknown[]): CodeEntry {
+  const [codeHash, clientId, subject, redirectUri, scope, codeChallenge] =
+    values;
+  const [method, nonce, dpopJkt, claims, resource, expiresAt, grantId] = values
+    .slice(6);
+  return entry(codeHash, {
+    clientId,
+    subject,
+    redirectUri,
+    scope,
+    codeChallenge,
+    codeChallengeMethod: method,
+    nonce,
+    dpopJkt,
+    claims,
+    resource,
+    grantId,
+  }, expiresAt);
+}
+
+function entry(
+  codeHash: unknown,
+  data: unknown,
+  expiresAt: unknown,
+): CodeEntry {
   return {
-    codeHash: sha256Base64url(e.codeHash, "codeHash"),
-    data: validateGrant(e.data),
-    expiresAt: expiry(e.expiresAt),
+    codeHash: sha256Base64url(codeHash, "codeHash"),
+    data: validateGrant(data),
+    expiresAt: expiry(expiresAt),
   };
 }
 

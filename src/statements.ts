@@ -15,7 +15,12 @@ import type { Sql } from "postgres";
 import { cancelWhenRunning } from "./_cancel.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
-import { CODE_COLUMNS, type CodeRow, toRecord, toSpentCode } from "./schema.ts";
+import {
+  CODE_COLUMNS,
+  type CodeRow,
+  entryFromColumns,
+  toSpentCode,
+} from "./schema.ts";
 import type { CodeEntry, SpentCode } from "./types.ts";
 
 /** Where a store keeps its codes and tombstones, and for how long. */
@@ -128,31 +133,26 @@ export function deleteRows(
             where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
             returning *
           ), ${tombstones(sql, tables)}
-          select
-            code_hash,
-            client_id,
-            subject,
-            redirect_uri,
-            array_to_json(scope)::text,
-            code_challenge,
-            code_challenge_method,
-            nonce,
-            dpop_jkt,
-            claims::text,
-            array_to_json(resource)::text,
-            extract(epoch from expires_at)::float8,
-            grant_id
+          -- One JSON text per row, the columns of CODE_COLUMNS in order.
+          select json_build_array(code_hash, client_id, subject,
+            redirect_uri, scope, code_challenge, code_challenge_method, nonce,
+            dpop_jkt, claims, resource, extract(epoch from expires_at),
+            grant_id)::text
           from spent
           where code_hash in (select code_hash from tombstones)
         `.raw(),
     );
-    const rows = byHash(decode(spent));
+    const rows = new Map<string, unknown[]>();
+    for (const [text] of decode(spent)) {
+      const values = JSON.parse(text!) as unknown[];
+      rows.set(values[0] as string, values);
+    }
     return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
       const values = rows.get(hash);
       if (values === undefined || !batch.waiting(i)) return { value: null };
       rows.delete(hash);
       try {
-        return { value: toRecord(rowFromColumns(values)) };
+        return { value: entryFromColumns(values) };
       } catch (error) {
         return { error };
       }
@@ -250,26 +250,4 @@ function byHash(rows: readonly (string | null)[][]) {
   const found = new Map<string, (string | null)[]>();
   for (const row of rows) found.set(row[0]!, row);
   return found;
-}
-
-/** The row of the columns the take statement selects, in {@linkcode CODE_COLUMNS} order. */
-function rowFromColumns(values: readonly (string | null)[]): CodeRow {
-  const [hash, client, subject, uri, scope, challenge, method, ...rest] =
-    values;
-  const [nonce, jkt, claims, resource, expiresAt, grantId] = rest;
-  return {
-    code_hash: hash,
-    client_id: client,
-    subject,
-    redirect_uri: uri,
-    scope: JSON.parse(scope!),
-    code_challenge: challenge,
-    code_challenge_method: method,
-    nonce,
-    dpop_jkt: jkt,
-    claims: JSON.parse(claims!),
-    resource: JSON.parse(resource!),
-    expires_at: new Date(Number(expiresAt) * 1000),
-    grant_id: grantId,
-  } as CodeRow;
 }
