@@ -311,9 +311,11 @@ async function benchServer(url: string, label: string): Promise<ServerResults> {
             1,
             n,
             (i) =>
-              sql.unsafe(RAW_TAKE(table("codes")), [
-                JSON.stringify([hashes[i]!]),
-              ], { prepare: true }),
+              // The parameter's type comes from the server (jsonb), and
+              // postgres.js serialises the array to JSON for it.
+              sql.unsafe(RAW_TAKE(table("codes")), [[hashes[i]!]], {
+                prepare: true,
+              }),
           );
         });
     }

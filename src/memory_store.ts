@@ -41,7 +41,7 @@ import { DuplicateCodeError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import type { PurgeResult } from "./purge.ts";
 import { type CodeRow, rowOf, toRecord, validateNewCode } from "./schema.ts";
-import type { CodeStore } from "./store.ts";
+import { checkGrantId, type CodeStore } from "./store.ts";
 import { knownOptions, retentionSeconds } from "./options.ts";
 import type { CodeEntry, NewCode, SpentCode } from "./types.ts";
 
@@ -137,6 +137,19 @@ export function createMemoryCodeStore(
         return tombstone && tombstone.keepUntil > now()
           ? { ...tombstone.spent }
           : null;
+      }),
+
+    revokeGrant: (grantId: string): Promise<number> =>
+      promised(() => {
+        checkGrantId(grantId);
+        let revoked = 0;
+        for (const [hash, row] of codes) {
+          if (row.grant_id === grantId) {
+            codes.delete(hash);
+            revoked++;
+          }
+        }
+        return revoked;
       }),
 
     purgeExpired(): PurgeResult {

@@ -66,7 +66,8 @@ function ddl(table: TableName): string {
   const codes = quote(table.qualified);
   const spent = quote(table.spent);
   // An index lives in its table's schema; its name stays within 63 bytes.
-  const index = (name: string) => quote(`${name}_expires_at_idx`.slice(0, 63));
+  const index = (name: string, column = "expires_at") =>
+    quote(`${name}_${column}_idx`.slice(0, 63));
   return `CREATE TABLE IF NOT EXISTS ${codes} (
   -- base64url SHA-256 of the code; "C" collation: byte order, no locale cost.
   code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
@@ -85,7 +86,13 @@ function ddl(table: TableName): string {
 );
 -- 0.2: the grant (token family) a code starts, for reuse detection.
 ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS grant_id text;
+-- 0.2: what else the token endpoint needs (an OpenID provider's acr, sid...).
+ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS context jsonb NOT NULL
+  DEFAULT '{}' CHECK (jsonb_typeof(context) = 'object');
 CREATE INDEX IF NOT EXISTS ${index(table.name)} ON ${codes} (expires_at);
+-- 0.2: the live codes of a grant, for revokeGrant().
+CREATE INDEX IF NOT EXISTS ${index(table.name, "grant_id")}
+  ON ${codes} (grant_id) WHERE grant_id IS NOT NULL;
 -- 0.2: tombstones of redeemed codes, kept until expires_at.
 CREATE TABLE IF NOT EXISTS ${spent} (
   code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),

@@ -65,6 +65,8 @@ export type CodeRow = {
   readonly expires_at: Date;
   /** `GrantData.grantId`, `null` when absent. */
   readonly grant_id: string | null;
+  /** `GrantData.context` (`jsonb`), `{}` when absent. */
+  readonly context: JsonObject;
 };
 
 /** The columns of {@linkcode CodeRow}, in table order. */
@@ -82,6 +84,7 @@ export const CODE_COLUMNS: readonly (keyof CodeRow)[] = [
   "resource",
   "expires_at",
   "grant_id",
+  "context",
 ];
 
 const ENTRY_KEYS = ["codeHash", "data", "expiresAt"] as const;
@@ -98,6 +101,7 @@ const GRANT_KEYS = [
   "claims",
   "resource",
   "grantId",
+  "context",
 ] as const;
 
 /**
@@ -149,6 +153,7 @@ export function rowOf({ codeHash, data, expiresAt }: CodeEntry): CodeRow {
     resource: data.resource,
     expires_at: new Date(expiresAt * 1000),
     grant_id: data.grantId,
+    context: data.context,
   };
 }
 
@@ -159,7 +164,7 @@ export function rowOf({ codeHash, data, expiresAt }: CodeEntry): CodeRow {
  *
  * @param row A row of the codes table.
  * @returns The record, with `nonce`/`dpopJkt`/`grantId` `null`, `claims`
- * `{}` and `resource` `[]` when absent.
+ * and `context` `{}` and `resource` `[]` when absent.
  * @throws {InvalidRecordError} If the row is not a valid record; `field`
  * names the record field (e.g. `"data.clientId"` for `client_id`).
  *
@@ -188,6 +193,7 @@ export function rowOf({ codeHash, data, expiresAt }: CodeEntry): CodeRow {
  *   claims: {},
  *   resource: [],
  *   grantId: null,
+ *   context: {},
  * });
  * ```
  */
@@ -216,6 +222,7 @@ export function toRecord(row: CodeRow): CodeEntry {
       claims: r.claims,
       resource: r.resource,
       grantId: r.grant_id,
+      context: r.context,
     },
   });
 }
@@ -273,6 +280,7 @@ export function entryFromColumns(values: readonly unknown[]): CodeEntry {
     values;
   const [method, nonce, dpopJkt, claims, resource, expiresAt, grantId] = values
     .slice(6);
+  const context = values[13];
   return entry(codeHash, {
     clientId,
     subject,
@@ -285,6 +293,7 @@ export function entryFromColumns(values: readonly unknown[]): CodeEntry {
     claims,
     resource,
     grantId,
+    context,
   }, expiresAt);
 }
 
@@ -378,5 +387,6 @@ function validateGrant(value: unknown): StoredGrantData {
       (v) => array(v, "data.resource", LIMITS.resource, absoluteUri),
     ),
     grantId: optional(d.grantId, null, (v) => text(v, "data.grantId")),
+    context: optional(d.context, {}, (v) => jsonObject(v, "data.context")),
   };
 }

@@ -12,7 +12,7 @@
  */
 
 import type { Sql } from "postgres";
-import { cancelWhenRunning } from "./_cancel.ts";
+import { bounded, cancelWhenRunning } from "./_cancel.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
 import {
@@ -137,7 +137,7 @@ export function deleteRows(
           select json_build_array(code_hash, client_id, subject,
             redirect_uri, scope, code_challenge, code_challenge_method, nonce,
             dpop_jkt, claims, resource, extract(epoch from expires_at),
-            grant_id)::text
+            grant_id, context)::text
           from spent
           where code_hash in (select code_hash from tombstones)
         `.raw(),
@@ -158,6 +158,22 @@ export function deleteRows(
       }
     });
   };
+}
+
+/** `revokeGrant`: deletes the live codes of a grant; returns how many. */
+export async function deleteGrant(
+  sql: Sql,
+  { codes }: Tables,
+  grantId: string,
+  timeoutMs: number,
+): Promise<number> {
+  const result = await bounded(
+    sql,
+    "revokeGrant",
+    timeoutMs,
+    sql`delete from ${sql(codes)} where grant_id = ${grantId}`,
+  );
+  return result.count;
 }
 
 /**

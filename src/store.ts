@@ -11,6 +11,7 @@ import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
 import {
+  deleteGrant,
   deleteRows,
   findTombstones,
   insertRows,
@@ -104,6 +105,22 @@ export interface CodeStore {
    * @throws {Error} Database errors, as postgres.js raised them.
    */
   spent(code: string): Promise<SpentCode | null>;
+
+  /**
+   * Deletes the codes of a grant that are still stored, so that none of
+   * them can be redeemed any more: for a grant being revoked (a replayed
+   * code, RFC 6749 §4.1.2 and §10.5; a user withdrawing consent). The codes
+   * get no tombstone: they were revoked, not redeemed.
+   *
+   * @param grantId The `grantId` the codes were stored with.
+   * @returns How many codes were deleted.
+   * @throws {TypeError} If `grantId` is not a non-empty string.
+   * @throws {MissingRepositoryError} If the repository function yields no
+   * database.
+   * @throws {OperationTimeoutError} If the database did not answer in time.
+   * @throws {Error} Database errors, as postgres.js raised them.
+   */
+  revokeGrant(grantId: string): Promise<number>;
 }
 
 /**
@@ -214,6 +231,12 @@ export function createCodeStore(
         const sql = database();
         return hash ? statements(sql).spent(hash) : null;
       }),
+
+    revokeGrant: (grantId: string): Promise<number> =>
+      promised(() => {
+        checkGrantId(grantId);
+        return deleteGrant(database(), tables, grantId, timeoutMs);
+      }),
   };
 }
 
@@ -280,6 +303,18 @@ const BROKEN_CONNECTION = new Set([
   "CONNECTION_DESTROYED",
   "CONNECT_TIMEOUT",
 ]);
+
+/**
+ * A grant identifier as `revokeGrant` takes it.
+ *
+ * @throws {TypeError} If it is not a non-empty string.
+ */
+export function checkGrantId(grantId: unknown): string {
+  if (typeof grantId !== "string" || grantId === "") {
+    throw new TypeError("the grant id must be a non-empty string");
+  }
+  return grantId;
+}
 
 /** A postgres.js `Sql` instance is a function with these methods. */
 function isSql(value: unknown): value is Sql {

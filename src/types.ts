@@ -51,12 +51,18 @@ export interface GrantData {
    * replay can revoke the tokens issued from it (RFC 6749 §4.1.2, §10.5).
    */
   readonly grantId?: string | null;
+  /**
+   * Anything else the token endpoint needs from the authorization request
+   * (a JSON object), such as an OpenID provider's `acr`, `amr`, `authTime`,
+   * `sid` or session binding. Validated as JSON, within bounds.
+   */
+  readonly context?: JsonObject;
 }
 
 /**
  * A grant as `take` returns it: {@linkcode GrantData} with every optional
- * field filled in (`nonce`, `dpopJkt` and `grantId` `null`, `claims` `{}`,
- * `resource` `[]` when they were not given).
+ * field filled in (`nonce`, `dpopJkt` and `grantId` `null`, `claims` and
+ * `context` `{}`, `resource` `[]` when they were not given).
  */
 export interface StoredGrantData extends GrantData {
   /** The OpenID Connect `nonce`, or `null`. */
@@ -69,6 +75,8 @@ export interface StoredGrantData extends GrantData {
   readonly resource: readonly string[];
   /** The grant identifier, or `null`. */
   readonly grantId: string | null;
+  /** The context; `{}` when none was given. */
+  readonly context: JsonObject;
 }
 
 /** The input of `put`: a freshly issued code and what it grants. */

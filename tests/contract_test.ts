@@ -66,7 +66,7 @@ const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
     assertEquals(await store.take(input.code), {
       codeHash: hashCode(input.code),
       expiresAt: IN_A_MINUTE,
-      data: { dpopJkt: null, ...input.data },
+      data: { dpopJkt: null, context: {}, ...input.data },
     });
     assertStrictEquals(await store.take(input.code), null);
   },
@@ -129,6 +129,25 @@ const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
         else assert(o, "a loser saw no tombstone");
       }
     },
+  "`revokeGrant()` deletes the grant's live codes, and only them": async (
+    store,
+  ) => {
+    const ours = [
+      issue(grant({ grantId: "g-1" })),
+      issue(grant({ grantId: "g-1" })),
+    ];
+    const other = issue(grant({ grantId: "g-2" }));
+    for (const input of [...ours, other]) await store.put(input);
+    assertEquals(await store.revokeGrant("g-1"), 2);
+    for (const input of ours) {
+      assertStrictEquals(await store.take(input.code), null);
+      assertStrictEquals(await store.spent(input.code), null, "no tombstone");
+    }
+    assert(await store.take(other.code));
+    assertEquals(await store.revokeGrant("g-1"), 0);
+    // deno-lint-ignore no-explicit-any
+    await assertRejects(() => store.revokeGrant("" as any), TypeError);
+  },
   "`spent()` is null before redemption and for codes never issued": async (
     store,
   ) => {

@@ -61,17 +61,19 @@ Deno.test("`migrate()` creates the table `migrationSql()` describes", async () =
     where table_schema = ${t.schema} and table_name = 'codes'
     order by ordinal_position
   `;
-  // grant_id came in 0.2 and is added after inserted_at, in fresh and in
-  // upgraded tables alike.
+  // grant_id and context came in 0.2 and are added after inserted_at, in
+  // fresh and in upgraded tables alike.
   assertEquals(columns.map((c) => c.name), [
-    ...CODE_COLUMNS.filter((c) => c !== "grant_id"),
+    ...CODE_COLUMNS.filter((c) => c !== "grant_id" && c !== "context"),
     "inserted_at",
     "grant_id",
+    "context",
   ]);
   const types = Object.fromEntries(columns.map((c) => [c.name, c.type]));
   assertEquals(types.scope, "_text");
   assertEquals(types.resource, "_text");
   assertEquals(types.claims, "jsonb");
+  assertEquals(types.context, "jsonb");
   assertEquals(types.expires_at, "timestamptz");
   assertEquals(types.inserted_at, "timestamptz");
   const nullable = columns.filter((c) => c.nullable === "YES").map((c) =>
@@ -95,6 +97,7 @@ Deno.test("`migrate()` creates the table `migrationSql()` describes", async () =
     where schemaname = ${t.schema} and tablename = 'codes'
   `;
   assert(indexes.some((i) => /\(expires_at\)/.test(i.def)), "expiry index");
+  assert(indexes.some((i) => /\(grant_id\)/.test(i.def)), "grant index");
 
   // The constraints hold even for rows written around the store.
   const insert = (hash: string, method: string) =>

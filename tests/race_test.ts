@@ -76,6 +76,7 @@ Deno.test("the same race double-redeems with a check-then-delete store (control)
   const naive = pools.map((sql): CodeStore => ({
     put: store.put,
     spent: store.spent,
+    revokeGrant: store.revokeGrant,
     async take(code) {
       const hash = hashCode(code);
       const [row] = await sql`

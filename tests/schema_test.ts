@@ -43,6 +43,7 @@ Deno.test("`toRecord(fromRecord(e))` equals `e` with optional fields normalised"
       claims: {},
       resource: [],
       grantId: null,
+      context: {},
     },
   });
   const full = entry({
@@ -51,6 +52,7 @@ Deno.test("`toRecord(fromRecord(e))` equals `e` with optional fields normalised"
     claims: { a: [1, "two", null, { b: false }] },
     resource: ["https://rs.example/"],
     grantId: "family-7",
+    context: { acr: "1", amr: ["pwd"] },
   });
   assertEquals(toRecord(fromRecord(full)), full);
 });
@@ -73,6 +75,7 @@ Deno.test("`fromRecord()` maps every field to its column", () => {
       resource: ["urn:x:y"],
       expires_at: new Date(1_900_000_000_000),
       grant_id: null,
+      context: {},
     } satisfies CodeRow,
   );
 });

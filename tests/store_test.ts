@@ -33,6 +33,7 @@ function normalised(data: ReturnType<typeof grant>) {
     claims: {},
     resource: [],
     grantId: null,
+    context: {},
     ...data,
   };
 }

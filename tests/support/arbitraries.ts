@@ -81,6 +81,7 @@ export function normalised(entry: CodeRecord): CodeEntry {
       claims: entry.data.claims ?? {},
       resource: entry.data.resource ?? [],
       grantId: entry.data.grantId ?? null,
+      context: entry.data.context ?? {},
     },
   };
 }

@@ -85,6 +85,7 @@ export function entryFor(seed: string, i: number): CodeEntry {
       claims: data.claims ?? {},
       resource: [],
       grantId: null,
+      context: {},
     },
   };
 }
