@@ -15,11 +15,15 @@
  * import postgres from "postgres";
  * import { createCodeStore, migrate } from "@attesto/code-store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!, { fetch_types: false });
- * await migrate(sql);
- * const store = createCodeStore(sql);
+ * const sql = postgres(Deno.env.get("DATABASE_URL")!, {
+ *   fetch_types: false,
+ *   backoff: false,
+ *   connect_timeout: 5,
+ * });
+ * await migrate(sql); // idempotent
+ * const store = createCodeStore(sql, { timeoutMs: 5_000 });
  *
- * // At the authorization endpoint:
+ * // At the authorization endpoint, with the request's S256 code_challenge:
  * const code = crypto.getRandomValues(new Uint8Array(32))
  *   .toBase64({ alphabet: "base64url", omitPadding: true });
  * await store.put({
@@ -35,9 +39,11 @@
  *   },
  * });
  *
- * // At the token endpoint: take first, then check.
+ * // At the token endpoint: take first (the code is spent, whatever follows),
+ * // then check the expiry, the client, the redirect URI and the PKCE
+ * // verifier (RFC 7636 §4.6) against `entry.data`.
  * const entry = await store.take(code);
- * if (!entry || entry.expiresAt <= Date.now() / 1000) {
+ * if (entry === null || entry.expiresAt <= Date.now() / 1000) {
  *   // invalid_grant (RFC 6749 §5.2)
  * }
  * ```

@@ -3,10 +3,11 @@
  *
  * Inputs travel as one `jsonb` parameter that postgres.js serialises when it
  * writes the statement to a connection ({@linkcode Batch.send}): a call that
- * timed out before then is not in it. Rows come back as plain text columns
- * (arrays and claims as JSON text) parsed here, so the statements work with
- * any postgres.js options (`prepare: false`, `fetch_types: false`, column
- * and value transforms). No statement text is ever built from a value.
+ * timed out before then is not in it. Results are read as raw bytes (an
+ * entry is one JSON text column, parsed once here), so the statements work
+ * with any postgres.js options (`prepare: false`, `fetch_types: false`,
+ * column and value transforms). No statement text is ever built from a
+ * value.
  *
  * @module
  */

@@ -126,15 +126,16 @@ export interface CodeStore {
 /**
  * Creates a code store on a PostgreSQL table (see `migrate`).
  *
- * The store works with any postgres.js options: it sends a row as one
- * `jsonb` parameter and reads it back as text columns (arrays and claims as
- * JSON text), so `prepare: false` (for PgBouncer) and `fetch_types: false`
- * are fine, and column or value `transform`s never touch the stored claims.
+ * The store works with any postgres.js options: its statements take their
+ * inputs as one `jsonb` parameter and read raw bytes (an entry comes back as
+ * one JSON text column), so `prepare: false` (for PgBouncer) and
+ * `fetch_types: false` are fine, and column or value `transform`s never
+ * touch an entry.
  *
  * @param repo A postgres.js `Sql` instance, or a function returning one
  * (called on every operation).
  * @param options The table, the timeout, coalescing and tombstone retention.
- * @returns The store: `put`, `take` and `spent` closures.
+ * @returns The store: `put`, `take`, `spent` and `revokeGrant` closures.
  * @throws {TypeError} If `repo` is missing or not a function,
  * `options.table` is not a valid identifier, an option is unknown, or a
  * value is of the wrong type.
