@@ -151,12 +151,15 @@ export async function migrate(
     "migrate",
     limit,
     sql.begin(async (tx) => {
-      if (limit !== Infinity) {
-        const ms = Math.ceil(limit);
-        await tx.unsafe(
-          `set local statement_timeout = ${ms}; set local lock_timeout = ${ms}`,
-        );
-      }
+      // A migration run at every start would otherwise send a notice per
+      // object ("already exists, skipping"), which postgres.js logs.
+      await tx.unsafe(
+        limit === Infinity
+          ? "set local client_min_messages = warning"
+          : `set local client_min_messages = warning; set local statement_timeout = ${
+            Math.ceil(limit)
+          }; set local lock_timeout = ${Math.ceil(limit)}`,
+      );
       // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
       await tx`select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))`;
       // DDL takes no parameters; the text holds only the validated name.

@@ -49,6 +49,24 @@ Deno.test("`migrate()` twice, or from four pools at once, is harmless", async ()
   assertEquals((await store.take(input.code))?.data.subject, "user-42");
 });
 
+Deno.test("`migrate()` at every start sends no notices for what already exists", async () => {
+  await using t = await testDatabase();
+  const notices: unknown[] = [];
+  const sql = connect({ max: 1, onnotice: (notice) => notices.push(notice) });
+  try {
+    await migrate(sql, { table: t.table });
+    await migrate(sql, { table: t.table, timeoutMs: Infinity });
+    // The session's own setting is untouched: the pool still gets notices.
+    await sql`do $$ begin raise notice 'still heard'; end $$`;
+  } finally {
+    await end(sql);
+  }
+  assertEquals(
+    notices.map((n) => (n as { message: string }).message),
+    ["still heard"],
+  );
+});
+
 Deno.test("`migrate()` creates the table `migrationSql()` describes", async () => {
   await using t = await testDatabase();
   const { sql } = t;
