@@ -22,7 +22,6 @@
  */
 
 import { parseArgs } from "node:util";
-import postgres from "postgres";
 import { type CodeStore, createCodeStore, migrate } from "../mod.ts";
 import { isS256Challenge, pkceMatches } from "./pkce.ts";
 
@@ -359,21 +358,14 @@ if (import.meta.main) {
       table: { type: "string" },
     },
   });
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    console.error("--port must be a port number");
-    Deno.exit(2);
-  }
   // A development tool: loaded only when run, never by a host importing
   // the handler (such as examples/deploy.ts).
-  const { databaseFromEnv } = await import("../tools/embedded_postgres.ts");
-  const { url, server: database } = await databaseFromEnv();
-  const sql = postgres(url, {
-    fetch_types: false,
-    backoff: false,
-    connect_timeout: 5,
-    onnotice: () => {},
-  });
+  const { exampleDatabase, portFlag } = await import(
+    "../tools/example_database.ts"
+  );
+  const port = portFlag(values.port);
+  const database = await exampleDatabase();
+  const { sql } = database;
   await migrate(sql, { table: values.table });
   let issuer = "";
   const server = Deno.serve(
@@ -390,16 +382,10 @@ if (import.meta.main) {
       issuer: () => issuer,
     }),
   );
-  const stop = async () => {
+  database.stopOnSignal(async () => {
     await server.shutdown();
-    await sql.end({ timeout: 5 });
-    await database?.destroy();
+    await database.close();
     Deno.exit(0);
-  };
-  // With an embedded database, its own handlers stop it on a signal.
-  if (!database) {
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
-  }
+  });
   await server.finished;
 }

@@ -152,18 +152,14 @@ if (import.meta.main) {
     args: Deno.args,
     options: { port: { type: "string", default: "3000" } },
   });
-  const port = Number(values.port);
-  const { default: postgres } = await import("postgres");
   const { createCodeStore, migrate } = await import("@attesto/code-store");
   // A development tool: loaded only when run.
-  const { databaseFromEnv } = await import("../tools/embedded_postgres.ts");
-  const { url, server: database } = await databaseFromEnv();
-  const sql = postgres(url, {
-    fetch_types: false,
-    backoff: false,
-    connect_timeout: 5,
-    onnotice: () => {},
-  });
+  const { exampleDatabase, portFlag } = await import(
+    "../tools/example_database.ts"
+  );
+  const port = portFlag(values.port);
+  const database = await exampleDatabase();
+  const { sql } = database;
   await migrate(sql);
   await migrateOidcModels(sql);
   const issuer = `http://127.0.0.1:${port}`;
@@ -175,14 +171,9 @@ if (import.meta.main) {
   const server = createServer(handler).listen(port, "127.0.0.1", () => {
     console.log(`oidc-provider on ${issuer}`);
   });
-  const stop = async () => {
+  database.stopOnSignal(async () => {
     server.close();
-    await sql.end({ timeout: 5 });
-    await database?.destroy();
+    await database.close();
     Deno.exit(0);
-  };
-  if (!database) {
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
-  }
+  });
 }
