@@ -30,6 +30,9 @@ interface RunningQuery {
 /** How often to look again at a query waiting behind another on its connection. */
 const RETRY_MS = 50;
 
+/** How long to keep waiting for an abandoned query to start, to cancel it. */
+const GIVE_UP_MS = 60_000;
+
 /**
  * Cancels `query` once it is the statement its connection executes (a
  * pipelined query waits behind another, and a cancel request would hit
@@ -46,7 +49,7 @@ export function cancelWhenRunning(
   sql: Sql,
   query: unknown,
   settled: () => boolean,
-  giveUpMs: number,
+  giveUpMs: number = GIVE_UP_MS,
 ): void {
   const until = performance.now() + giveUpMs;
   const attempt = () => {
@@ -188,28 +191,45 @@ function startTls(
 }
 
 /**
- * Settles with `query`, or rejects with an {@linkcode OperationTimeoutError}
- * once `ms` have passed and cancels the query if it runs by then (a query
- * not yet sent is left to postgres.js: cancelling it could cost the pool a
- * connection).
+ * Settles with `work`, or rejects with an {@linkcode OperationTimeoutError}
+ * once `ms` have passed, calling `onExpired` then.
  */
 export function bounded<T>(
+  operation: string,
+  ms: number,
+  work: Promise<T>,
+  onExpired?: (settled: () => boolean) => void,
+): Promise<T> {
+  if (ms === Infinity) return work;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let settled = false;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onExpired?.(() => settled);
+      reject(new OperationTimeoutError(operation, ms, true));
+    }, ms);
+  });
+  return Promise.race([work, expired]).finally(() => {
+    settled = true;
+    clearTimeout(timer);
+  });
+}
+
+/**
+ * {@linkcode bounded} for one postgres.js query, cancelled if it runs when
+ * the time is up (a query not yet sent is left to postgres.js: cancelling
+ * it could cost the pool a connection).
+ */
+export function boundedQuery<T>(
   sql: Sql,
   operation: string,
   ms: number,
   query: Promise<T>,
 ): Promise<T> {
-  if (ms === Infinity) return query;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let settled = false;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      cancelWhenRunning(sql, query, () => settled, 60_000);
-      reject(new OperationTimeoutError(operation, ms, true));
-    }, ms);
-  });
-  return Promise.race([query, expired]).finally(() => {
-    settled = true;
-    clearTimeout(timer);
-  });
+  return bounded(
+    operation,
+    ms,
+    query,
+    (settled) => cancelWhenRunning(sql, query, settled),
+  );
 }

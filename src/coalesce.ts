@@ -182,6 +182,14 @@ export function coalescer<I, O>(
 
   let resume: ReturnType<typeof setTimeout> | undefined;
 
+  /** Flushes in a microtask, once for all the calls of this tick. */
+  const schedule = () => {
+    if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
+    }
+  };
+
   const flush = () => {
     scheduled = false;
     const wait = (quiet?.until ?? 0) - performance.now();
@@ -224,10 +232,7 @@ export function coalescer<I, O>(
         if (released) return;
         released = true;
         inFlight--;
-        if (!scheduled) {
-          scheduled = true;
-          queueMicrotask(flush);
-        }
+        schedule();
       },
     };
     for (const call of batch) {
@@ -307,9 +312,6 @@ export function coalescer<I, O>(
       pending.push(call);
       calls.push(call);
       arm();
-      if (!scheduled) {
-        scheduled = true;
-        queueMicrotask(flush);
-      }
+      schedule();
     });
 }

@@ -146,8 +146,9 @@ export async function migrate(
 ): Promise<void> {
   const text = migrationSql(options);
   const limit = timeoutMs(options.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
+  // The transaction is not one query to cancel: its own statement_timeout
+  // and lock_timeout end it on the server, and `bounded` the caller's wait.
   await bounded(
-    sql,
     "migrate",
     limit,
     sql.begin(async (tx) => {

@@ -6,7 +6,7 @@
  */
 
 import type { Sql } from "postgres";
-import { bounded } from "./_cancel.ts";
+import { boundedQuery } from "./_cancel.ts";
 import { integer, knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName } from "./table_name.ts";
 
@@ -107,7 +107,7 @@ async function purge(
   let total = 0;
   for (;;) {
     const left = deadline - performance.now();
-    const [row] = await bounded(
+    const [row] = await boundedQuery(
       sql,
       "purgeExpired",
       left > 0 ? left : 1,

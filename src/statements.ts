@@ -13,7 +13,7 @@
  */
 
 import type { Sql } from "postgres";
-import { bounded, cancelWhenRunning } from "./_cancel.ts";
+import { boundedQuery, cancelWhenRunning } from "./_cancel.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
 import {
@@ -47,7 +47,7 @@ async function execute<R>(
 ): Promise<R> {
   const query = build(sql.json({ toJSON: () => payload(batch.send()) }));
   let settled = false;
-  batch.onAbandoned(() => cancelWhenRunning(sql, query, () => settled, 60_000));
+  batch.onAbandoned(() => cancelWhenRunning(sql, query, () => settled));
   try {
     return await query;
   } finally {
@@ -168,7 +168,7 @@ export async function deleteGrant(
   grantId: string,
   timeoutMs: number,
 ): Promise<number> {
-  const result = await bounded(
+  const result = await boundedQuery(
     sql,
     "revokeGrant",
     timeoutMs,
