@@ -6,7 +6,6 @@
 import {
   assertEquals,
   assertInstanceOf,
-  assertLess,
   assertRejects,
   assertStrictEquals,
 } from "@std/assert";
@@ -114,14 +113,12 @@ Deno.test("`put()` refuses __proto__, constructor, cyclic and non-JSON values wi
     ["code", grant(), "x".repeat(1 << 20)],
   ];
   for (const [field, data, code = randomCode()] of cases) {
-    const started = performance.now();
     const error = await assertRejects(
       // deno-lint-ignore no-explicit-any
       () => store.put({ code, data, expiresAt: IN_A_MINUTE } as any),
       InvalidRecordError,
     );
     assertEquals(error.field, field, error.message);
-    assertLess(performance.now() - started, 1000, `${field} rejected fast`);
   }
   assertEquals(queries, 0, "every rejection came before any query");
   console.log(`hostile puts: ${cases.length} named cases rejected`);

@@ -87,13 +87,15 @@ Deno.test("the same race double-redeems with a check-then-delete store (control)
       return row as unknown as CodeEntry;
     },
   }));
-  let winners = 0;
-  for (let i = 0; i < 10; i++) {
+  // Codes until one is redeemed twice (a bounded number: the race is won
+  // often, but how often depends on the machine).
+  let most = 0;
+  for (let i = 0; i < 60 && most < 2; i++) {
     const code = randomCode();
     await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
-    winners += (await race(naive, code, 200)).length;
+    most = Math.max(most, (await race(naive, code, 200)).length);
   }
-  assertGreater(winners, 10, "check-then-delete let a code be redeemed twice");
+  assertGreater(most, 1, "check-then-delete let a code be redeemed twice");
 });
 
 Deno.test("of concurrent `take()`s in 3 OS processes, exactly one gets each entry", async () => {
