@@ -5,12 +5,7 @@
  * rejection goes unhandled, and the same store recovers by itself.
  */
 
-import {
-  assert,
-  assertEquals,
-  assertGreater,
-  assertRejects,
-} from "@std/assert";
+import { assert, assertEquals, assertRejects } from "@std/assert";
 import postgres from "postgres";
 import {
   type CodeEntry,
