@@ -6,8 +6,10 @@
  */
 
 import type { Sql } from "postgres";
-import { bounded } from "./_cancel.ts";
+import { bounded, boundedQuery } from "./_cancel.ts";
 import { SHA256_BASE64URL } from "./_grammar.ts";
+import { hashCode } from "./hash_code.ts";
+import { CODE_COLUMNS } from "./schema.ts";
 import { knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName, type TableName } from "./table_name.ts";
 
@@ -65,9 +67,7 @@ export function migrationSql(options: MigrateOptions = {}): string {
 function ddl(table: TableName): string {
   const codes = quote(table.qualified);
   const spent = quote(table.spent);
-  // An index lives in its table's schema; its name stays within 63 bytes.
-  const index = (name: string, column = "expires_at") =>
-    quote(`${name}_${column}_idx`.slice(0, 63));
+  const [expiry, grants, spentExpiry] = indexNames(table).map(quote);
   return `CREATE TABLE IF NOT EXISTS ${codes} (
   -- base64url SHA-256 of the code; "C" collation: byte order, no locale cost.
   code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
@@ -89,9 +89,9 @@ ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS grant_id text;
 -- 0.2: what else the token endpoint needs (an OpenID provider's acr, sid...).
 ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS context jsonb NOT NULL
   DEFAULT '{}' CHECK (jsonb_typeof(context) = 'object');
-CREATE INDEX IF NOT EXISTS ${index(table.name)} ON ${codes} (expires_at);
+CREATE INDEX IF NOT EXISTS ${expiry} ON ${codes} (expires_at);
 -- 0.2: the live codes of a grant, for revokeGrant().
-CREATE INDEX IF NOT EXISTS ${index(table.name, "grant_id")}
+CREATE INDEX IF NOT EXISTS ${grants}
   ON ${codes} (grant_id) WHERE grant_id IS NOT NULL;
 -- 0.2: tombstones of redeemed codes, kept until expires_at.
 CREATE TABLE IF NOT EXISTS ${spent} (
@@ -104,9 +104,48 @@ CREATE TABLE IF NOT EXISTS ${spent} (
   spent_at timestamptz NOT NULL,
   expires_at timestamptz NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ${index(`${table.name}_spent`)}
+CREATE INDEX IF NOT EXISTS ${spentExpiry}
   ON ${spent} (expires_at);
 `;
+}
+
+/**
+ * The columns a current schema has, by table: what {@linkcode migrate}
+ * looks for before it runs any DDL.
+ */
+const CURRENT_COLUMNS = {
+  codes: [...CODE_COLUMNS, "inserted_at"],
+  spent: [
+    "code_hash",
+    "client_id",
+    "subject",
+    "redirect_uri",
+    "code_challenge",
+    "grant_id",
+    "spent_at",
+    "expires_at",
+  ],
+} as const;
+
+/**
+ * The names of the three indexes: the codes' expiry, the codes' grant, the
+ * tombstones' expiry. An index lives in its table's schema, and a name
+ * longer than PostgreSQL's 63 bytes keeps its first 54 characters
+ * and a hash of the whole (a plain cut could equal the tombstone table's
+ * own name, and `IF NOT EXISTS` would then skip the index silently).
+ */
+function indexNames(table: TableName): string[] {
+  return [
+    `${table.name}_expires_at_idx`,
+    `${table.name}_grant_id_idx`,
+    `${table.name}_spent_expires_at_idx`,
+  ].map(identifier);
+}
+
+function identifier(name: string): string {
+  if (name.length <= 63) return name;
+  const digest = hashCode(name).replaceAll(/[^a-z0-9]/gi, "").toLowerCase();
+  return `${name.slice(0, 54)}_${digest.slice(0, 8)}`;
 }
 
 // Parts are validated as [a-z0-9_]+, so quoting needs no escaping.
@@ -115,21 +154,79 @@ function quote(name: string): string {
 }
 
 /**
- * Creates the codes table, its tombstone table and their expiry indexes if
- * they do not exist, and upgrades tables made by an earlier version. Safe
- * to run at every start, from any number of processes at once: it runs in
- * one transaction under an advisory lock.
+ * Whether the tables, their columns and their indexes all exist: a read of
+ * the catalog (`to_regclass` and `pg_attribute`), which takes no lock on
+ * the tables and needs no privilege on them.
+ */
+async function isCurrent(
+  sql: Sql,
+  table: TableName,
+  limit: number,
+): Promise<boolean> {
+  // Lists travel as jsonb: without fetch_types postgres.js cannot send an
+  // array parameter.
+  const names = (list: readonly string[]) =>
+    sql.json(list as unknown as string[]);
+  const indexes = indexNames(table).map((index) =>
+    quote(table.schema ? `${table.schema}.${index}` : index)
+  );
+  const [row] = await boundedQuery(
+    sql,
+    "migrate",
+    limit,
+    sql`
+      select
+        (select count(*) from pg_attribute
+          where attrelid = to_regclass(${quote(table.qualified)})
+            and attnum > 0 and not attisdropped
+            and attname::text in (
+              select jsonb_array_elements_text(${names(CURRENT_COLUMNS.codes)}))
+        )::int::text,
+        (select count(*) from pg_attribute
+          where attrelid = to_regclass(${quote(table.spent)})
+            and attnum > 0 and not attisdropped
+            and attname::text in (
+              select jsonb_array_elements_text(${names(CURRENT_COLUMNS.spent)}))
+        )::int::text,
+        (select count(*) from jsonb_array_elements_text(${names(indexes)}) i
+          where to_regclass(i) is not null
+        )::int::text
+    `.raw(),
+  );
+  // Raw bytes: no transform of the caller's pool touches the counts.
+  const [codes, spent, found] = (row ?? []).map((bytes) =>
+    Number(new TextDecoder().decode(bytes ?? undefined))
+  );
+  return codes === CURRENT_COLUMNS.codes.length &&
+    spent === CURRENT_COLUMNS.spent.length && found === indexes.length;
+}
+
+/**
+ * Creates the codes table, its tombstone table and their indexes if they do
+ * not exist, and upgrades tables made by an earlier version. Safe to run at
+ * every start, from any number of processes at once.
+ *
+ * When the schema is current (the usual start), it only reads the catalog
+ * and returns: no DDL, no lock on the tables, and no privilege beyond what
+ * the store itself needs, so a starting instance never stalls a `take` and
+ * an application role that owns nothing can run it. Otherwise it runs
+ * {@linkcode migrationSql} in one transaction under an advisory lock; that
+ * upgrade needs `CREATE` on the schema (or ownership of the tables) and
+ * takes the tables' locks (an `ALTER TABLE` waits for every reader and
+ * blocks every `take` while it waits, within `timeoutMs`): run it at deploy
+ * time, before the new version serves.
  *
  * @param sql A postgres.js instance.
  * @param options The table name and the time bound.
- * @returns When the table exists.
+ * @returns When the tables are current.
  * @throws {TypeError} If `options.table` is not a valid identifier, an
  * option is unknown, or a value is of the wrong type.
  * @throws {RangeError} If `timeoutMs` is out of range.
  * @throws {OperationTimeoutError} If it took longer than `timeoutMs`.
  * @throws {Error} Database errors, as postgres.js raised them (for example
- * when the schema of a qualified name does not exist, or `55P03` when a
- * lock was not granted in time).
+ * when the schema of a qualified name does not exist, `42501` when an
+ * upgrade lacks privileges, or `55P03` when a lock was not granted in
+ * time).
  *
  * @example
  * ```ts ignore
@@ -145,21 +242,25 @@ export async function migrate(
   options: MigrateOptions = {},
 ): Promise<void> {
   const text = migrationSql(options);
+  const table = parseTableName(options.table);
   const limit = timeoutMs(options.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
+  const started = performance.now();
+  if (await isCurrent(sql, table, limit)) return;
+  const left = Math.max(1, limit - (performance.now() - started));
   // The transaction is not one query to cancel: its own statement_timeout
   // and lock_timeout end it on the server, and `bounded` the caller's wait.
   await bounded(
     "migrate",
-    limit,
+    left,
     sql.begin(async (tx) => {
-      // A migration run at every start would otherwise send a notice per
-      // object ("already exists, skipping"), which postgres.js logs.
+      // A migration would otherwise send a notice per object that exists
+      // ("already exists, skipping"), which postgres.js logs.
       await tx.unsafe(
-        limit === Infinity
+        left === Infinity
           ? "set local client_min_messages = warning"
           : `set local client_min_messages = warning; set local statement_timeout = ${
-            Math.ceil(limit)
-          }; set local lock_timeout = ${Math.ceil(limit)}`,
+            Math.ceil(left)
+          }; set local lock_timeout = ${Math.ceil(left)}`,
       );
       // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
       await tx`select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))`;

@@ -2,6 +2,7 @@ import {
   assert,
   assertEquals,
   assertRejects,
+  assertStrictEquals,
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
@@ -13,8 +14,10 @@ import {
   type NewCode,
 } from "../mod.ts";
 import { CODE_COLUMNS } from "../src/schema.ts";
+import postgres from "postgres";
 import {
   connect,
+  databaseUrl,
   end,
   grant,
   randomCode,
@@ -297,8 +300,10 @@ Deno.test("what the README says of the tables is in the DDL `migrationSql()` ret
   );
 });
 
-Deno.test("`migrate()` is bounded by `timeoutMs`: a lock held elsewhere fails it in time instead of stalling it", async () => {
+Deno.test("`migrate()` is bounded by `timeoutMs`: an upgrade that waits for a lock held elsewhere fails in time instead of stalling", async () => {
   await using t = await testDatabase();
+  // Something to upgrade: with the schema current, migrate takes no lock.
+  await t.sql`drop index ${t.sql(`${t.schema}.codes_grant_id_idx`)}`;
   const holder = await t.sql.reserve();
   try {
     await holder`begin`;
@@ -320,4 +325,106 @@ Deno.test("`migrate()` is bounded by `timeoutMs`: a lock held elsewhere fails it
     holder.release();
   }
   await migrate(t.sql, { table: t.table, timeoutMs: 5000 });
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from pg_indexes
+    where schemaname = ${t.schema} and indexname = 'codes_grant_id_idx'
+  `;
+  assertEquals(n, 1, "the upgrade ran once the lock was free");
+});
+
+Deno.test("`migrate()` at every start takes no lock: while a reader holds the table, instances start and migrate, and a concurrent `take()` gets its entry before the reader ends", async () => {
+  await using t = await testDatabase();
+  const store = createCodeStore(t.sql, { table: t.table });
+  const input = newCode();
+  await store.put(input);
+  const reader = await t.sql.reserve();
+  const starting = Array.from({ length: 3 }, () => connect({ max: 1 }));
+  try {
+    // A report, a dump, a long `stats`: ACCESS SHARE until it ends.
+    await reader`begin`;
+    await reader`select count(*) from ${reader(t.table)}`;
+    const migrations = Promise.all(
+      starting.map((sql) => migrate(sql, { table: t.table })),
+    );
+    const taken = store.take(input.code);
+    // The reader ends only once both settled, or after a generous bound.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      Promise.all([migrations, taken]).then(([, entry]) => entry),
+      new Promise<"stalled">((resolve) => {
+        timer = setTimeout(() => resolve("stalled"), 20_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert(outcome !== "stalled", "migrate or take waited for the reader");
+    assertEquals(outcome?.data.subject, "user-42");
+  } finally {
+    await reader`rollback`;
+    reader.release();
+    await Promise.all(starting.map(end));
+  }
+});
+
+Deno.test("`migrate()` and the store run as a role with only USAGE on the schema and SELECT, INSERT, UPDATE, DELETE on the tables", async () => {
+  await using t = await testDatabase();
+  const role = `attesto_app_${crypto.randomUUID().slice(0, 8)}`;
+  const password = crypto.randomUUID();
+  const { sql } = t;
+  await sql`create role ${sql(role)} login password ${
+    sql.unsafe(`'${password}'`)
+  }`;
+  try {
+    await sql`grant usage on schema ${sql(t.schema)} to ${sql(role)}`;
+    await sql`
+      grant select, insert, update, delete
+      on ${sql(t.table)}, ${sql(`${t.table}_spent`)} to ${sql(role)}
+    `;
+    const url = new URL(databaseUrl());
+    url.username = role;
+    url.password = password;
+    const app = postgres(url.href, { max: 2, onnotice: () => {} });
+    try {
+      await migrate(app, { table: t.table });
+      await migrate(app, { table: t.table });
+      const store = createCodeStore(app, { table: t.table });
+      const input = newCode();
+      await store.put(input);
+      assertEquals((await store.take(input.code))?.data.subject, "user-42");
+      assertStrictEquals(await store.take(input.code), null);
+      assert(await store.spent(input.code));
+      // An upgrade needs more: the same role cannot create what is missing.
+      const error = await assertRejects(() =>
+        migrate(app, { table: `${t.schema}.other` })
+      );
+      assertEquals((error as { code?: string }).code, "42501");
+    } finally {
+      await app.end({ timeout: 5 });
+    }
+  } finally {
+    await sql`drop owned by ${sql(role)}`;
+    await sql`drop role ${sql(role)}`;
+  }
+});
+
+Deno.test("with a 57-character table name every index is created, none named like a table", async () => {
+  await using t = await testDatabase();
+  const name = "c".repeat(57);
+  const table = `${t.schema}.${name}`;
+  await migrate(t.sql, { table });
+  const indexes = await t.sql<{ table: string; index: string }[]>`
+    select tablename as table, indexname as index from pg_indexes
+    where schemaname = ${t.schema} and tablename like 'ccc%'
+    order by 1, 2
+  `;
+  // Each table's primary key, the codes' expiry and grant indexes, the
+  // tombstones' expiry index.
+  assertEquals(indexes.length, 5, JSON.stringify(indexes));
+  for (const { index } of indexes) {
+    assert(index.length <= 63);
+    assert(index !== name && index !== `${name}_spent`, index);
+  }
+  const store = createCodeStore(t.sql, { table });
+  const input = newCode();
+  await store.put(input);
+  assertEquals((await store.take(input.code))?.data.subject, "user-42");
 });
