@@ -202,17 +202,20 @@ export function bounded<T>(
 ): Promise<T> {
   if (ms === Infinity) return work;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // Settled when the work settles, not when the caller stops waiting: a
+  // cancel keeps trying until then.
   let settled = false;
+  work.then(
+    () => settled = true,
+    () => settled = true,
+  );
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       onExpired?.(() => settled);
       reject(new OperationTimeoutError(operation, ms, true));
     }, ms);
   });
-  return Promise.race([work, expired]).finally(() => {
-    settled = true;
-    clearTimeout(timer);
-  });
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }
 
 /**

@@ -40,9 +40,13 @@ export interface Batch<I> {
   /** Whether call `i` still waits for its outcome (it has not timed out). */
   waiting(i: number): boolean;
   /**
-   * Registers what to do when every call has timed out after the statement
-   * was written to the database: cancel it. Called at most once, and never
-   * for a statement written after its calls timed out (it does nothing).
+   * Registers what to do when every call has timed out: cancel the
+   * statement if the server works on it. Called at most once. The server
+   * can hold a statement whose inputs were not yet written: with prepared
+   * statements postgres.js sends Parse first and the parameters only after
+   * the server described it, and the Parse of a statement on a table
+   * another transaction holds locked waits for that lock. A statement
+   * whose inputs are written after its calls timed out does nothing.
    */
   onAbandoned(cancel: () => void): void;
 }
@@ -141,11 +145,12 @@ export function coalescer<I, O>(
     const batch = call.batch;
     call.batch = undefined;
     if (batch && --batch.waiting === 0 && timedOut) {
-      // Nobody waits for the statement any more: cancel it if it runs, and
+      // Nobody waits for the statement any more: cancel it if the server
+      // works on it (running, or still parsing: see `onAbandoned`), and
       // free its slot now. A statement can fail to settle at all
       // (postgres.js 3.4.9 loses a query handed to a connection between
       // its socket error and its close), and must not hold a slot forever.
-      if (batch.sent) batch.cancel?.();
+      batch.cancel?.();
       batch.release();
     }
     while (head < calls.length && calls[head]!.state === SETTLED) head++;

@@ -40,7 +40,10 @@ export interface CodeStoreOptions {
   readonly tombstoneRetentionSeconds?: number | undefined;
   /**
    * How long a call may wait for the database, in milliseconds (default
-   * 10 000; `Infinity` waits forever). Every call keeps its own deadline:
+   * 10 000; at most 2 147 483 647, about 24.8 days). There is no `Infinity`:
+   * a statement that never settles (a connection lost at the wrong moment)
+   * would hold its slot for good, where a finite deadline gives it back.
+   * Every call keeps its own deadline:
    * past it, the call rejects with `OperationTimeoutError` alone, never
    * failing the calls it shares a statement with. A call whose statement
    * was not yet sent (queued in the store or in postgres.js, or waiting for
@@ -109,7 +112,7 @@ export function storeSettings(options: unknown): StoreSettings {
   ]);
   return {
     table: parseTableName(o.table),
-    timeoutMs: timeoutMs(o.timeoutMs, DEFAULT_TIMEOUT_MS),
+    timeoutMs: timeoutMs(o.timeoutMs, DEFAULT_TIMEOUT_MS, false),
     retentionSeconds: retentionSeconds(o.tombstoneRetentionSeconds),
     coalesce: coalesceSettings(o.coalesce),
   };
@@ -144,19 +147,27 @@ export function knownOptions<K extends string>(
 }
 
 /**
- * A timeout in milliseconds: from 1 to about 24.8 days, or `Infinity`.
+ * A timeout in milliseconds: from 1 to about 24.8 days, or `Infinity` where
+ * `infinite` allows it.
  *
  * @throws {TypeError} If it is not a number.
  * @throws {RangeError} If it is out of range.
  */
-export function timeoutMs(value: unknown, fallback: number): number {
+export function timeoutMs(
+  value: unknown,
+  fallback: number,
+  infinite = true,
+): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number") {
     throw new TypeError("options.timeoutMs must be a number of milliseconds");
   }
-  if (!(value >= 1 && (value <= MAX_TIMER || value === Infinity))) {
+  if (
+    !(value >= 1 && (value <= MAX_TIMER || (infinite && value === Infinity)))
+  ) {
     throw new RangeError(
-      `options.timeoutMs must be from 1 to ${MAX_TIMER} milliseconds, or Infinity`,
+      `options.timeoutMs must be from 1 to ${MAX_TIMER} milliseconds` +
+        (infinite ? ", or Infinity" : ""),
     );
   }
   return value;

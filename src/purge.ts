@@ -6,7 +6,9 @@
  */
 
 import type { Sql } from "postgres";
-import { boundedQuery } from "./_cancel.ts";
+import { coalescer } from "./coalesce.ts";
+import { OperationTimeoutError } from "./errors.ts";
+import { purgeRows } from "./statements.ts";
 import { integer, knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName } from "./table_name.ts";
 
@@ -104,30 +106,18 @@ async function purge(
   size: number,
   deadline: number,
 ) {
+  const run = purgeRows(sql, table);
   let total = 0;
   for (;;) {
-    const left = deadline - performance.now();
-    const [row] = await boundedQuery(
-      sql,
-      "purgeExpired",
-      left > 0 ? left : 1,
-      sql`
-        with doomed as (
-          select code_hash from ${sql(table)}
-          where expires_at < now()
-          order by expires_at
-          limit ${size}
-          for update skip locked
-        ), gone as (
-          delete from ${sql(table)}
-          where code_hash in (select code_hash from doomed)
-          returning 1
-        )
-        select count(*)::int from gone
-      `.raw(),
-    );
-    // Raw bytes: no transform of the caller's pool touches the count.
-    const deleted = Number(new TextDecoder().decode(row?.[0] ?? undefined));
+    // Each batch is one call with what is left of the purge's time: sent
+    // late, it deletes nothing; running when the time is up, cancelled.
+    const left = Math.max(1, Math.ceil(deadline - performance.now()));
+    const deleted = await coalescer(run, {
+      maxBatch: 1,
+      concurrency: 1,
+      timeout: left,
+      expired: (sent) => new OperationTimeoutError("purgeExpired", left, sent),
+    })(size);
     total += deleted;
     if (deleted < size) return total;
   }

@@ -13,7 +13,7 @@
  */
 
 import type { Sql } from "postgres";
-import { boundedQuery, cancelWhenRunning } from "./_cancel.ts";
+import { cancelWhenRunning } from "./_cancel.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
 import {
@@ -161,20 +161,73 @@ export function deleteRows(
   };
 }
 
-/** `revokeGrant`: deletes the live codes of a grant; returns how many. */
-export async function deleteGrant(
+/**
+ * `revokeGrant`: deletes the live codes of the batch's grants; each call
+ * gets how many codes of its grant were deleted (a grant asked for twice:
+ * the first caller still waiting gets the count, the others 0).
+ */
+export function deleteGrants(
   sql: Sql,
   { codes }: Tables,
-  grantId: string,
-  timeoutMs: number,
-): Promise<number> {
-  const result = await boundedQuery(
-    sql,
-    "revokeGrant",
-    timeoutMs,
-    sql`delete from ${sql(codes)} where grant_id = ${grantId}`,
-  );
-  return result.count;
+): BatchRunner<string, number> {
+  return async (batch) => {
+    const deleted = await execute(
+      sql,
+      batch,
+      (sent) => distinct(batch, sent),
+      (grants) =>
+        sql`
+          delete from ${sql(codes)}
+          where grant_id in (select jsonb_array_elements_text(${grants}))
+          returning grant_id
+        `.raw(),
+    );
+    const counts = new Map<string, number>();
+    for (const [grant] of decode(deleted)) {
+      counts.set(grant!, (counts.get(grant!) ?? 0) + 1);
+    }
+    return batch.inputs.map((grant, i) => {
+      const count = counts.get(grant) ?? 0;
+      if (batch.waiting(i)) counts.delete(grant);
+      return { value: batch.waiting(i) ? count : 0 };
+    });
+  };
+}
+
+/**
+ * One batch of `purgeExpired`: deletes up to the batch's size of expired
+ * rows of `table` (codes or tombstones), skipping rows another transaction
+ * holds; returns how many. The size is read when the statement is written,
+ * so a statement sent after its call timed out deletes nothing.
+ */
+export function purgeRows(
+  sql: Sql,
+  table: string,
+): BatchRunner<number, number> {
+  return async (batch) => {
+    const result = await execute(
+      sql,
+      batch,
+      (sent) => [sent.length > 0 ? batch.inputs[sent[0]!] : 0],
+      (size) =>
+        sql`
+          with doomed as (
+            select code_hash from ${sql(table)}
+            where expires_at < now()
+            order by expires_at
+            limit (${size}->>0)::int
+            for update skip locked
+          ), gone as (
+            delete from ${sql(table)}
+            where code_hash in (select code_hash from doomed)
+            returning 1
+          )
+          select count(*)::int from gone
+        `.raw(),
+    );
+    const [[count] = []] = decode(result);
+    return batch.inputs.map(() => ({ value: Number(count) }));
+  };
 }
 
 /**

@@ -11,7 +11,7 @@ import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
 import {
-  deleteGrant,
+  deleteGrants,
   deleteRows,
   findTombstones,
   insertRows,
@@ -236,7 +236,7 @@ export function createCodeStore(
     revokeGrant: (grantId: string): Promise<number> =>
       promised(() => {
         checkGrantId(grantId);
-        return deleteGrant(database(), tables, grantId, timeoutMs);
+        return statements(database()).revokeGrant(grantId);
       }),
   };
 }
@@ -246,6 +246,7 @@ interface Statements {
   readonly put: (row: CodeRow) => Promise<void>;
   readonly take: (hash: string) => Promise<CodeEntry | null>;
   readonly spent: (hash: string) => Promise<SpentCode | null>;
+  readonly revokeGrant: (grantId: string) => Promise<number>;
 }
 
 /**
@@ -274,6 +275,7 @@ function statementsFor(
     put: coalescer(insertRows(sql, tables), limits("put")),
     take: coalescer(deleteRows(sql, tables), limits("take")),
     spent: coalescer(findTombstones(sql, tables), limits("spent")),
+    revokeGrant: coalescer(deleteGrants(sql, tables), limits("revokeGrant")),
   };
 }
 

@@ -433,7 +433,8 @@ Deno.test("`createCodeStore()` options: a wrong type is a TypeError, a number ou
   for (const timeoutMs of ["1000", null, {}, true]) {
     refuses({ timeoutMs }, TypeError);
   }
-  for (const timeoutMs of [0, -1, NaN, 2 ** 31, -Infinity]) {
+  // No Infinity: a statement that never settles would hold a slot for good.
+  for (const timeoutMs of [0, -1, NaN, 2 ** 31, -Infinity, Infinity]) {
     refuses({ timeoutMs }, RangeError);
   }
   for (const tombstoneRetentionSeconds of ["60", null]) {
@@ -452,7 +453,7 @@ Deno.test("`createCodeStore()` options: a wrong type is a TypeError, a number ou
   );
   refuses({ tabel: "x" }, TypeError);
   createCodeStore(t.sql, { table: t.table, timeoutMs: 1 });
-  for (const timeoutMs of [5000, 2 ** 31 - 1, Infinity]) {
+  for (const timeoutMs of [5000, 2 ** 31 - 1]) {
     const store = createCodeStore(t.sql, { table: t.table, timeoutMs });
     const code = randomCode();
     await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });

@@ -17,6 +17,7 @@ import {
   createCodeStore,
   hashCode,
   OperationTimeoutError,
+  purgeExpired,
 } from "../mod.ts";
 import {
   databaseUrl,
@@ -289,4 +290,41 @@ Deno.test("after a connection reset, a call waiting for the pool goes out on a f
     assertEquals((await store.take(code))?.data.subject, `user-${i + 2}`);
   }
   assertEquals(unhandled, []);
+});
+
+Deno.test("a `revokeGrant()` or `purgeExpired()` that times out waiting for a connection has no effect when the connection frees", async () => {
+  await using t = await testDatabase();
+  const sql = postgres(databaseUrl(), { ...RESILIENT, max: 1 });
+  try {
+    const store = createCodeStore(sql, { table: t.table, timeoutMs: 200 });
+    const code = randomCode();
+    await store.put({
+      code,
+      data: grant({ grantId: "family-1" }),
+      expiresAt: IN_A_MINUTE,
+    });
+    const expired = randomCode();
+    await store.put({ code: expired, data: grant(), expiresAt: 1 });
+    // The pool's only connection is busy: the calls wait for it.
+    const busy = await sql.reserve();
+    const waited = [
+      store.revokeGrant("family-1"),
+      purgeExpired(sql, { table: t.table, timeoutMs: 200 }),
+    ].map((call) =>
+      call.then(() => "done", (error) => error as OperationTimeoutError)
+    );
+    for (const error of await Promise.all(waited)) {
+      assertInstanceOf(error, OperationTimeoutError);
+      assertEquals(error.sent, false);
+    }
+    busy.release();
+    await sql`select 1`; // queued after them: they went out, or never will
+    const [{ n }] = await t.sql<[{ n: number }]>`
+      select count(*)::int as n from ${t.sql(t.table)}
+    `;
+    assertEquals(n, 2, "neither deleted anything after its deadline");
+    assertEquals(unhandled, []);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
 });
