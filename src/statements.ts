@@ -38,6 +38,13 @@ export interface Tables {
  * Runs the statement `build` makes for a batch, its input being the JSON of
  * `payload(sent)` for the calls still waiting when it is written. Once every
  * call has timed out while it runs, a cancel request is sent.
+ *
+ * A serialization failure (40001) is retried, with the calls still
+ * waiting: under a `default_transaction_isolation` of `repeatable read` or
+ * `serializable`, the losers of a race for a row fail so (the winner's
+ * delete is not in their snapshot). The failed statement changed nothing,
+ * and the retry's snapshot has the winner's commit, so a loser gets `null`
+ * (or its `DuplicateCodeError`), whatever the server's default.
  */
 async function execute<R>(
   sql: Sql,
@@ -45,15 +52,31 @@ async function execute<R>(
   payload: (sent: readonly number[]) => unknown,
   build: (json: ReturnType<Sql["json"]>) => Promise<R>,
 ): Promise<R> {
-  const query = build(sql.json({ toJSON: () => payload(batch.send()) }));
+  let query: Promise<R> | undefined;
   let settled = false;
   batch.onAbandoned(() => cancelWhenRunning(sql, query, () => settled));
-  try {
-    return await query;
-  } finally {
-    settled = true;
+  for (let attempt = 1;; attempt++) {
+    const retry = attempt > 1;
+    settled = false;
+    query = build(sql.json({
+      toJSON: () =>
+        payload(
+          retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
+        ),
+    }));
+    try {
+      return await query;
+    } catch (error) {
+      const code = (error as { code?: unknown } | null)?.code;
+      if (code !== "40001" || attempt >= SERIALIZATION_RETRIES) throw error;
+    } finally {
+      settled = true;
+    }
   }
 }
+
+/** Attempts of a statement that fails with a serialization failure. */
+const SERIALIZATION_RETRIES = 16;
 
 /** Distinct inputs of the sent calls. */
 function distinct<I>(batch: Batch<I>, sent: readonly number[]): I[] {
@@ -81,6 +104,7 @@ export function insertRows(
       sql,
       batch,
       (sent) => {
+        owner.clear();
         for (const i of sent) {
           const hash = batch.inputs[i]!.code_hash;
           if (!owner.has(hash)) owner.set(hash, i);

@@ -1,8 +1,9 @@
-import { assertEquals, assertGreater } from "@std/assert";
+import { assertEquals, assertGreater, assertInstanceOf } from "@std/assert";
 import {
   type CodeEntry,
   type CodeStore,
   createCodeStore,
+  DuplicateCodeError,
   hashCode,
 } from "../mod.ts";
 import {
@@ -10,6 +11,7 @@ import {
   databaseUrl,
   end,
   grant,
+  type PoolOptions,
   randomCode,
   testDatabase,
 } from "./support/database.ts";
@@ -18,8 +20,8 @@ import { runLoad } from "../tools/load/load.ts";
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 /** Opens `n` independent pools with every connection already open. */
-async function nodes(n: number, max = 10) {
-  const pools = Array.from({ length: n }, () => connect({ max }));
+async function nodes(n: number, max = 10, options: PoolOptions = {}) {
+  const pools = Array.from({ length: n }, () => connect({ max, ...options }));
   await Promise.all(
     pools.flatMap((sql) => Array.from({ length: max }, () => sql`select 1`)),
   );
@@ -117,3 +119,44 @@ Deno.test("of concurrent `take()`s in 3 OS processes, exactly one gets each entr
   assertEquals(report.nulls, 50 * (3 * 4 - 1));
   assertEquals(report.rowsLeft, 0);
 });
+
+for (const isolation of ["repeatable read", "serializable"] as const) {
+  for (const coalesce of [true, false]) {
+    Deno.test(`with \`default_transaction_isolation\` = ${isolation}, the losers of a race get null, not a serialization failure (coalesce: ${coalesce})`, async () => {
+      await using t = await testDatabase();
+      await using pools = await nodes(4, 4, {
+        connection: { default_transaction_isolation: isolation },
+      });
+      const stores = pools.map((sql) =>
+        createCodeStore(sql, { table: t.table, coalesce })
+      );
+      const issued = Array.from({ length: 20 }, () => randomCode());
+      for (const code of issued) {
+        await stores[0]!.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+      }
+      // Every code raced by 16 callers, all codes at once.
+      const winners = await Promise.all(
+        issued.map((code) => race(stores, code, 16)),
+      );
+      assertEquals(winners.map((w) => w.length), issued.map(() => 1));
+      // And of concurrent puts of one code, one stores it, the others get
+      // DuplicateCodeError.
+      for (let i = 0; i < 10; i++) {
+        const code = randomCode();
+        const results = await Promise.allSettled(
+          stores.map((store) =>
+            store.put({ code, data: grant(), expiresAt: IN_A_MINUTE })
+          ),
+        );
+        const failed = results.filter((r) => r.status === "rejected");
+        assertEquals(failed.length, stores.length - 1);
+        for (const r of failed) {
+          assertInstanceOf(
+            (r as PromiseRejectedResult).reason,
+            DuplicateCodeError,
+          );
+        }
+      }
+    });
+  }
+}
