@@ -153,6 +153,7 @@ export class MissingRepositoryError extends CodeStoreError {
  *
  * const error = new OperationTimeoutError("take", 5000, false);
  * assertEquals(error.code, "ERR_OPERATION_TIMEOUT");
+ * assertEquals(error.operation, "take");
  * assertEquals(error.timeoutMs, 5000);
  * assertEquals(error.sent, false);
  * ```
@@ -160,6 +161,9 @@ export class MissingRepositoryError extends CodeStoreError {
 export class OperationTimeoutError extends CodeStoreError {
   /** The stable code of this error kind. */
   static readonly code = "ERR_OPERATION_TIMEOUT";
+
+  /** The operation that timed out: `"take"`, `"put"`, `"migrate"`, ... */
+  readonly operation: string;
 
   /** The `timeoutMs` that elapsed, in milliseconds. */
   readonly timeoutMs: number;
@@ -185,6 +189,7 @@ export class OperationTimeoutError extends CodeStoreError {
           ? "its statement had been sent and may or may not have taken effect"
           : "its statement had not been sent and has no effect"),
     );
+    this.operation = operation;
     this.timeoutMs = timeoutMs;
     this.sent = sent;
   }

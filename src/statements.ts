@@ -113,11 +113,13 @@ export function insertRows(
       },
       (rows) =>
         sql`
-          insert into ${sql(codes)} (${sql(CODE_COLUMNS)})
-          select ${sql(CODE_COLUMNS)}
-          from jsonb_populate_recordset(null::${sql(codes)}, ${rows}) r
+          insert into ${identifier(sql, codes)} (${columns(sql)})
+          select ${columns(sql)}
+          from jsonb_populate_recordset(null::${
+          identifier(sql, codes)
+        }, ${rows}) r
           where not exists (
-            select from ${sql(spent)} s
+            select from ${identifier(sql, spent)} s
             where s.code_hash = r.code_hash and s.expires_at > now()
           )
           on conflict (code_hash) do nothing
@@ -154,7 +156,7 @@ export function deleteRows(
       (hashes) =>
         sql`
           with spent as (
-            delete from ${sql(tables.codes)}
+            delete from ${identifier(sql, tables.codes)}
             where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
             returning *
           ), ${tombstones(sql, tables)}
@@ -201,7 +203,7 @@ export function deleteGrants(
       (sent) => distinct(batch, sent),
       (grants) =>
         sql`
-          delete from ${sql(codes)}
+          delete from ${identifier(sql, codes)}
           where grant_id in (select jsonb_array_elements_text(${grants}))
           returning grant_id
         `.raw(),
@@ -236,13 +238,13 @@ export function purgeRows(
       (size) =>
         sql`
           with doomed as (
-            select code_hash from ${sql(table)}
+            select code_hash from ${identifier(sql, table)}
             where expires_at < now()
             order by expires_at
             limit (${size}->>0)::int
             for update skip locked
           ), gone as (
-            delete from ${sql(table)}
+            delete from ${identifier(sql, table)}
             where code_hash in (select code_hash from doomed)
             returning 1
           )
@@ -262,7 +264,7 @@ export function purgeRows(
 function tombstones(sql: Sql, { spent, retention }: Tables) {
   return sql`
     tombstones as (
-      insert into ${sql(spent)} as s (code_hash, client_id, subject,
+      insert into ${identifier(sql, spent)} as s (code_hash, client_id, subject,
         redirect_uri, code_challenge, grant_id, spent_at, expires_at)
       select code_hash, client_id, subject, redirect_uri, code_challenge,
         grant_id, now(), now() + make_interval(secs => ${retention})
@@ -296,7 +298,7 @@ export function findTombstones(
         sql`
           select code_hash, client_id, subject, redirect_uri, code_challenge,
             grant_id, floor(extract(epoch from spent_at))::float8
-          from ${sql(table)}
+          from ${identifier(sql, table)}
           where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
             and expires_at > now()
         `.raw(),
@@ -312,6 +314,21 @@ export function findTombstones(
       }
     });
   };
+}
+
+/**
+ * A table name as a fragment of statement text, quoted here: `sql(name)`
+ * would pass it through the pool's `transform.column.to`, which is meant
+ * for the caller's own columns and would rename the store's tables.
+ * Names are validated as `[a-z0-9_]` parts, so quoting needs no escaping.
+ */
+function identifier(sql: Sql, name: string) {
+  return sql.unsafe(name.split(".").map((part) => `"${part}"`).join("."));
+}
+
+/** {@linkcode CODE_COLUMNS}, quoted, as a fragment of statement text. */
+function columns(sql: Sql) {
+  return sql.unsafe(CODE_COLUMNS.map((column) => `"${column}"`).join(", "));
 }
 
 const utf8 = new TextDecoder();

@@ -14,9 +14,13 @@ import {
   DuplicateCodeError,
   hashCode,
   InvalidRecordError,
+  migrate,
   MissingRepositoryError,
+  purgeExpired,
 } from "../mod.ts";
 import {
+  connect,
+  end,
   grant,
   type PoolOptions,
   randomCode,
@@ -404,6 +408,30 @@ Deno.test("the store works with `prepare: false`, `fetch_types: false`, `transfo
     await store.put({ code, data, expiresAt: IN_A_MINUTE });
     const entry: CodeEntry | null = await store.take(code);
     assertEquals(entry?.data, normalised(data));
+  }
+});
+
+Deno.test("the store works on a pool whose column transform renames identifiers: the store's own names are never transformed", async () => {
+  await using t = await testDatabase();
+  const sql = connect({
+    transform: { column: { to: postgres.toCamel, from: postgres.toCamel } },
+  });
+  try {
+    await migrate(sql, { table: t.table });
+    const store = createCodeStore(sql, { table: t.table });
+    const code = randomCode();
+    const data = grant({ grantId: "family-1" });
+    await store.put({ code, data, expiresAt: IN_A_MINUTE });
+    assertEquals((await store.take(code))?.data, normalised(data));
+    assert(await store.spent(code));
+    await store.put({ code: randomCode(), data, expiresAt: 1 });
+    assertEquals(await store.revokeGrant("family-1"), 1);
+    assertEquals(await purgeExpired(sql, { table: t.table }), {
+      codes: 0,
+      tombstones: 0,
+    });
+  } finally {
+    await end(sql);
   }
 });
 
