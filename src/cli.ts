@@ -28,10 +28,11 @@
 
 import { parseArgs } from "node:util";
 import postgres from "postgres";
+import { decode } from "./_driver.ts";
 import { replicationReport } from "./_replication.ts";
 import { migrate } from "./migrate.ts";
 import { batchSize, MAX_PURGE_BATCH_SIZE, purgeExpired } from "./purge.ts";
-import { parseTableName } from "./table_name.ts";
+import { parseTableName, quoteName } from "./table_name.ts";
 
 const USAGE = `Usage: code-store <command> [options]
 
@@ -245,19 +246,23 @@ function parse(args: readonly string[]) {
 
 async function readStats(sql: postgres.Sql, table: string | undefined) {
   const name = parseTableName(table);
-  const [codes] = await sql`
+  const [codes] = decode(
+    await sql`
     select
       count(*) filter (where expires_at >= now())::int,
       count(*) filter (where expires_at < now())::int,
       floor(extract(epoch from now() - min(inserted_at)))::int
-    from ${sql(name.qualified)}
-  `.values();
-  const [tombstones] = await sql`
+    from ${sql.unsafe(quoteName(name.qualified))}
+  `.raw(),
+  ).map((row) => row.map((text) => text === null ? null : Number(text)));
+  const [tombstones] = decode(
+    await sql`
     select
       count(*) filter (where expires_at > now())::int,
       count(*) filter (where expires_at <= now())::int
-    from ${sql(name.spent)}
-  `.values();
+    from ${sql.unsafe(quoteName(name.spent))}
+  `.raw(),
+  ).map((row) => row.map(Number));
   return {
     table: name.qualified,
     liveCodes: codes![0] as number,

@@ -7,11 +7,12 @@
 
 import type { Sql } from "postgres";
 import { bounded, boundedQuery } from "./_cancel.ts";
+import { decode } from "./_driver.ts";
 import { SHA256_BASE64URL } from "./_grammar.ts";
 import { hashCode } from "./hash_code.ts";
 import { CODE_COLUMNS } from "./schema.ts";
 import { knownOptions, timeoutMs } from "./options.ts";
-import { parseTableName, type TableName } from "./table_name.ts";
+import { parseTableName, quoteName, type TableName } from "./table_name.ts";
 
 /** Options for {@linkcode migrate} and {@linkcode migrationSql}. */
 export interface MigrateOptions {
@@ -65,9 +66,9 @@ export function migrationSql(options: MigrateOptions = {}): string {
 }
 
 function ddl(table: TableName): string {
-  const codes = quote(table.qualified);
-  const spent = quote(table.spent);
-  const [expiry, grants, spentExpiry] = indexNames(table).map(quote);
+  const codes = quoteName(table.qualified);
+  const spent = quoteName(table.spent);
+  const [expiry, grants, spentExpiry] = indexNames(table).map(quoteName);
   return `CREATE TABLE IF NOT EXISTS ${codes} (
   -- base64url SHA-256 of the code; "C" collation: byte order, no locale cost.
   code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
@@ -148,11 +149,6 @@ function identifier(name: string): string {
   return `${name.slice(0, 54)}_${digest.slice(0, 8)}`;
 }
 
-// Parts are validated as [a-z0-9_]+, so quoting needs no escaping.
-function quote(name: string): string {
-  return name.split(".").map((part) => `"${part}"`).join(".");
-}
-
 /**
  * Whether the tables, their columns and their indexes all exist: a read of
  * the catalog (`to_regclass` and `pg_attribute`), which takes no lock on
@@ -168,22 +164,22 @@ async function isCurrent(
   const names = (list: readonly string[]) =>
     sql.json(list as unknown as string[]);
   const indexes = indexNames(table).map((index) =>
-    quote(table.schema ? `${table.schema}.${index}` : index)
+    quoteName(table.schema ? `${table.schema}.${index}` : index)
   );
-  const [row] = await boundedQuery(
+  const rows = await boundedQuery(
     sql,
     "migrate",
     limit,
     sql`
       select
         (select count(*) from pg_attribute
-          where attrelid = to_regclass(${quote(table.qualified)})
+          where attrelid = to_regclass(${quoteName(table.qualified)})
             and attnum > 0 and not attisdropped
             and attname::text in (
               select jsonb_array_elements_text(${names(CURRENT_COLUMNS.codes)}))
         )::int::text,
         (select count(*) from pg_attribute
-          where attrelid = to_regclass(${quote(table.spent)})
+          where attrelid = to_regclass(${quoteName(table.spent)})
             and attnum > 0 and not attisdropped
             and attname::text in (
               select jsonb_array_elements_text(${names(CURRENT_COLUMNS.spent)}))
@@ -193,10 +189,7 @@ async function isCurrent(
         )::int::text
     `.raw(),
   );
-  // Raw bytes: no transform of the caller's pool touches the counts.
-  const [codes, spent, found] = (row ?? []).map((bytes) =>
-    Number(new TextDecoder().decode(bytes ?? undefined))
-  );
+  const [codes, spent, found] = (decode(rows)[0] ?? []).map(Number);
   return codes === CURRENT_COLUMNS.codes.length &&
     spent === CURRENT_COLUMNS.spent.length && found === indexes.length;
 }

@@ -14,6 +14,8 @@
 
 import type { Sql } from "postgres";
 import { cancelWhenRunning } from "./_cancel.ts";
+import { decode } from "./_driver.ts";
+import { quoteName } from "./table_name.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
 import {
@@ -320,40 +322,14 @@ export function findTombstones(
  * A table name as a fragment of statement text, quoted here: `sql(name)`
  * would pass it through the pool's `transform.column.to`, which is meant
  * for the caller's own columns and would rename the store's tables.
- * Names are validated as `[a-z0-9_]` parts, so quoting needs no escaping.
  */
 function identifier(sql: Sql, name: string) {
-  return sql.unsafe(name.split(".").map((part) => `"${part}"`).join("."));
+  return sql.unsafe(quoteName(name));
 }
 
 /** {@linkcode CODE_COLUMNS}, quoted, as a fragment of statement text. */
 function columns(sql: Sql) {
   return sql.unsafe(CODE_COLUMNS.map((column) => `"${column}"`).join(", "));
-}
-
-const utf8 = new TextDecoder();
-
-/**
- * The text of every column of a raw result. Statements read raw bytes, so
- * no type parser and no `transform` of the caller's pool touches a value
- * (a value transform would rewrite hashes, and keys inside claims). Holes
- * are skipped: postgres.js 3.4.9 does not reset its row counter when a
- * statement fails while its rows arrive (a connection lost mid-result), so
- * the next result on that connection can start with empty slots
- * (porsager/postgres #1119, #1181); the rows after them are the
- * statement's own.
- */
-function decode(
-  result: readonly (readonly (Uint8Array | null)[] | undefined)[],
-): (string | null)[][] {
-  const rows: (string | null)[][] = [];
-  for (const columns of result) {
-    if (!columns) continue;
-    rows.push(
-      columns.map((bytes) => bytes === null ? null : utf8.decode(bytes)),
-    );
-  }
-  return rows;
 }
 
 /** The rows by their first column, the hash. */

@@ -56,3 +56,12 @@ export function parseTableName(table: unknown = DEFAULT_TABLE): TableName {
     spent: schema ? `${schema}.${name}_spent` : `${name}_spent`,
   };
 }
+
+/**
+ * A validated name (`table` or `schema.table`, or an index name), quoted
+ * for statement text: each part in double quotes. The parts are
+ * `[a-z0-9_]`, so quoting needs no escaping.
+ */
+export function quoteName(name: string): string {
+  return name.split(".").map((part) => `"${part}"`).join(".");
+}

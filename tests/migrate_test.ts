@@ -19,6 +19,7 @@ import {
   connect,
   databaseUrl,
   end,
+  failMidResult,
   grant,
   randomCode,
   testDatabase,
@@ -382,8 +383,12 @@ Deno.test("`migrate()` and the store run as a role with only USAGE on the schema
     const url = new URL(databaseUrl());
     url.username = role;
     url.password = password;
-    const app = postgres(url.href, { max: 2, onnotice: () => {} });
+    const app = postgres(url.href, { max: 1, onnotice: () => {} });
     try {
+      // A statement failing mid-result leaves holes in the next result on
+      // its connection (porsager/postgres #1119): migrate still reads the
+      // catalog right, and so needs no privilege.
+      await failMidResult(app);
       await migrate(app, { table: t.table });
       await migrate(app, { table: t.table });
       const store = createCodeStore(app, { table: t.table });

@@ -10,6 +10,7 @@ import { createCodeStore, purgeExpired } from "../mod.ts";
 import {
   connect,
   end,
+  failMidResult,
   grant,
   randomCode,
   type TestDatabase,
@@ -167,4 +168,21 @@ Deno.test("`purgeExpired()` is bounded by `timeoutMs`: a table locked elsewhere 
   }
   // The store's own 300 ms bound ended it, not the lock holder.
   assertEquals(outcome, "ERR_OPERATION_TIMEOUT");
+});
+
+Deno.test("after a statement failed mid-result on its connection, `purgeExpired()` still counts and sweeps every batch", async () => {
+  await using t = await testDatabase();
+  const sql = connect({ max: 1 });
+  try {
+    const store = createCodeStore(sql, { table: t.table });
+    for (let i = 0; i < 5; i++) {
+      await store.put({ code: randomCode(), data: grant(), expiresAt: 1 });
+    }
+    // The next result on that connection starts with holes.
+    await failMidResult(sql);
+    const purged = await purgeExpired(sql, { table: t.table, batchSize: 2 });
+    assertEquals(purged.codes, 5);
+  } finally {
+    await end(sql);
+  }
 });

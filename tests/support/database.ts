@@ -129,3 +129,21 @@ export function grant(
     ...overrides,
   } as import("../../mod.ts").GrantData;
 }
+
+/**
+ * Runs a statement that fails after sending rows, on the pool's only
+ * connection: postgres.js 3.4.9 then leaves holes at the start of the next
+ * result on it (porsager/postgres #1119, #1181).
+ */
+export async function failMidResult(sql: Sql): Promise<void> {
+  try {
+    await sql`
+      select case when n < 5 then n else 1 / (n - n) end
+      from generate_series(1, 10) n
+    `.raw();
+  } catch (error) {
+    if ((error as { code?: unknown }).code === "22012") return;
+    throw error;
+  }
+  throw new Error("the statement did not fail");
+}
