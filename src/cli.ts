@@ -13,8 +13,9 @@
  * PostgreSQL services inject. Exit codes: 0 done, 1 database error (for
  * example unreachable), 2 usage error (unknown command or option, no
  * database configured); `replication` also exits 3 when standbys replicate
- * asynchronously (a failover can lose redemptions) and 4 when no standby
- * is visible from the server.
+ * asynchronously (a failover can lose redemptions), 4 when no standby
+ * is visible from the server, and 5 when synchronous replication is
+ * configured but no synchronous standby is connected (every commit waits).
  *
  * @example Run it from code
  * ```ts ignore
@@ -56,7 +57,8 @@ PGUSER and PGPASSWORD; PGCONNECT_TIMEOUT sets the connect timeout (10 s).
 
 Exit codes: 0 done, 1 database error, 2 usage error; replication: 3 the
 standbys are asynchronous (a failover can lose redemptions), 4 no standby
-is visible from this server.
+is visible from this server, 5 synchronous replication is configured but
+no synchronous standby is connected (every commit waits).
 `;
 
 class UsageError extends Error {}
@@ -67,8 +69,9 @@ class UsageError extends Error {}
  *
  * @param args The command line, without the program name.
  * @returns 0 on success, 1 on a database error, 2 on a usage error; for
- * `replication`, 3 when standbys are asynchronous and 4 when none is
- * visible.
+ * `replication`, 3 when standbys are asynchronous, 4 when none is
+ * visible, 5 when commits wait for a synchronous standby that is not
+ * connected.
  *
  * @example
  * ```ts
@@ -156,6 +159,8 @@ export async function main(args: readonly string[]): Promise<number> {
           ),
         ].join("\n"),
       );
+      // Commits wait for a standby that is not there: every commit hangs.
+      if (report.waitingForStandby) return 5;
       return { none: 0, asynchronous: 3, unknown: 4 }[report.risk];
     } else {
       const stats = await readStats(sql, table);

@@ -9,6 +9,7 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
+import postgres from "postgres";
 import { createCodeStore } from "../mod.ts";
 import {
   databaseUrl,
@@ -166,6 +167,32 @@ Deno.test("`cli replication` on a server without standbys says it cannot see one
   const report = JSON.parse(json.out);
   assertEquals(report.risk, "unknown");
   assertEquals(report.standbys, []);
+});
+
+Deno.test("`cli replication` with synchronous replication configured and no standby connected exits 5: every commit would wait", async () => {
+  await using server = await EmbeddedPostgres.create({
+    settings: { synchronous_commit: "on" },
+  });
+  const admin = postgres(server.url, { max: 1, onnotice: () => {} });
+  try {
+    await admin`alter system set synchronous_standby_names = 'standby_1'`;
+    await admin`select pg_reload_conf()`;
+    // The reload is asynchronous: wait until a session sees it.
+    for (let seen = ""; seen !== "standby_1";) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const [row] = await admin<[{ names: string }]>`
+        select current_setting('synchronous_standby_names') as names
+      `;
+      seen = row.names;
+    }
+    const run = await cli(["replication", "--json"], {
+      DATABASE_URL: server.url,
+    });
+    assertEquals(run.code, 5, run.err);
+    assertEquals(JSON.parse(run.out).waitingForStandby, true);
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
 });
 
 Deno.test("`cli` with a malformed password-bearing DATABASE_URL exits 2 and prints nothing of the password", async () => {
