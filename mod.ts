@@ -12,10 +12,12 @@
  *
  * @example Issue and redeem a code
  * ```ts ignore
+ * import { Buffer } from "node:buffer";
+ * import process from "node:process";
  * import postgres from "postgres";
  * import { createCodeStore, migrate } from "@attesto/code-store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!, {
+ * const sql = postgres(process.env.DATABASE_URL!, {
  *   fetch_types: false,
  *   backoff: false,
  *   connect_timeout: 5,
@@ -24,8 +26,8 @@
  * const store = createCodeStore(sql, { timeoutMs: 5_000 });
  *
  * // At the authorization endpoint, with the request's S256 code_challenge:
- * const code = crypto.getRandomValues(new Uint8Array(32))
- *   .toBase64({ alphabet: "base64url", omitPadding: true });
+ * const code = Buffer.from(crypto.getRandomValues(new Uint8Array(32)))
+ *   .toString("base64url");
  * await store.put({
  *   code,
  *   expiresAt: Math.floor(Date.now() / 1000) + 60,

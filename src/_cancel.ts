@@ -17,6 +17,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
 import type { Sql } from "postgres";
+import { unrefTimer } from "./_platform.ts";
 import { OperationTimeoutError } from "./errors.ts";
 
 /** The parts of a postgres.js query this module reads (not typed there). */
@@ -62,7 +63,7 @@ export function cancelWhenRunning(
     ) {
       sendCancelRequest(sql.options, pid, secret);
     } else if (performance.now() < until) {
-      Deno.unrefTimer(setTimeout(attempt, RETRY_MS));
+      unrefTimer(setTimeout(attempt, RETRY_MS));
     }
   };
   attempt();
@@ -112,11 +113,15 @@ async function deliver(
   options: Target,
   timeout: number,
 ): Promise<void> {
-  let socket: Socket | undefined;
-  const timer = setTimeout(() => socket?.destroy(), timeout);
-  Deno.unrefTimer(timer);
+  // The socket exists from the start, so the timer ends a connect that
+  // never completes (a host that drops packets) as well as a slow answer.
+  let socket: Socket = target.path
+    ? netConnect(target.path)
+    : netConnect(target.port!, target.host!);
+  socket.on("error", () => {}); // each stage below listens for its own
+  const timer = unrefTimer(setTimeout(() => socket.destroy(), timeout));
   try {
-    socket = await open(target);
+    await opened(socket);
     socket.setTimeout(timeout, () => socket?.destroy());
     const { ssl, sslnegotiation } = options;
     if (ssl && sslnegotiation === "direct") {
@@ -141,15 +146,13 @@ async function deliver(
   }
 }
 
-function open(target: { host?: string; port?: number; path?: string }) {
-  return new Promise<Socket>((resolve, reject) => {
-    const socket = target.path
-      ? netConnect(target.path)
-      : netConnect(target.port!, target.host!);
+function opened(socket: Socket) {
+  return new Promise<void>((resolve, reject) => {
     socket.once("error", reject);
+    socket.once("close", () => reject(new Error("closed")));
     socket.once("connect", () => {
       socket.off("error", reject);
-      resolve(socket);
+      resolve();
     });
   });
 }

@@ -19,14 +19,16 @@
  *
  * @example Run it from code
  * ```ts ignore
+ * import process from "node:process";
  * import { main } from "@attesto/code-store/cli";
  *
- * Deno.exit(await main(["stats", "--json"]));
+ * process.exit(await main(["stats", "--json"]));
  * ```
  *
  * @module
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { decode } from "./_driver.ts";
@@ -98,7 +100,7 @@ export async function main(args: readonly string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const env = (name: string) => Deno.env.get(name);
+  const env = (name: string) => process.env[name];
   const url = env("DATABASE_URL");
   if (!url && !["PGHOST", "PGDATABASE", "PGUSER"].some(env)) {
     console.error(
@@ -293,4 +295,4 @@ function describe(error: unknown): string {
   }
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));

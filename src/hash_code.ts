@@ -6,6 +6,7 @@
 
 import { crypto } from "@std/crypto/crypto";
 import { isCodeSyntax } from "./_grammar.ts";
+import { base64url } from "./_platform.ts";
 
 /**
  * The hash of a code presented for redemption, or `undefined` for a string
@@ -67,8 +68,5 @@ export function hashCode(code: string): string {
     throw new TypeError("the authorization code must be a string");
   }
   const digest = crypto.subtle.digestSync("SHA-256", utf8(code));
-  return new Uint8Array(digest).toBase64({
-    alphabet: "base64url",
-    omitPadding: true,
-  });
+  return base64url(new Uint8Array(digest));
 }

@@ -223,10 +223,11 @@ async function isCurrent(
  *
  * @example
  * ```ts ignore
+ * import process from "node:process";
  * import postgres from "postgres";
  * import { migrate } from "@attesto/code-store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrate(sql);
  * ```
  */

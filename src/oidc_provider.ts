@@ -16,13 +16,14 @@
  *
  * @example Wire it into a provider
  * ```ts ignore
+ * import process from "node:process";
  * import Provider from "oidc-provider";
  * import postgres from "postgres";
  * import { createCodeStore, migrate } from "@attesto/code-store";
  * import { createOidcProviderAdapter } from "@attesto/code-store/oidc-provider";
  * import { PostgresAdapter } from "./your_adapter.ts"; // sessions, grants, tokens...
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!, { fetch_types: false });
+ * const sql = postgres(process.env.DATABASE_URL!, { fetch_types: false });
  * await migrate(sql);
  * const provider = new Provider("https://op.example.com", {
  *   adapter: createOidcProviderAdapter(createCodeStore(sql), {

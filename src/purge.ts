@@ -77,10 +77,11 @@ export function batchSize(value: unknown): number {
  *
  * @example
  * ```ts ignore
+ * import process from "node:process";
  * import postgres from "postgres";
  * import { purgeExpired } from "@attesto/code-store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * const { codes, tombstones } = await purgeExpired(sql);
  * console.log(`purged ${codes} codes and ${tombstones} tombstones`);
  * ```

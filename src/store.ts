@@ -143,15 +143,17 @@ export interface CodeStore {
  *
  * @example
  * ```ts ignore
+ * import { Buffer } from "node:buffer";
+ * import process from "node:process";
  * import postgres from "postgres";
  * import { createCodeStore, migrate } from "@attesto/code-store";
  *
- * const sql = postgres(Deno.env.get("DATABASE_URL")!);
+ * const sql = postgres(process.env.DATABASE_URL!);
  * await migrate(sql);
  * const store = createCodeStore(sql);
  *
- * const code = crypto.getRandomValues(new Uint8Array(32))
- *   .toBase64({ alphabet: "base64url", omitPadding: true });
+ * const code = Buffer.from(crypto.getRandomValues(new Uint8Array(32)))
+ *   .toString("base64url");
  * await store.put({
  *   code,
  *   expiresAt: Math.floor(Date.now() / 1000) + 60,
