@@ -5,6 +5,7 @@
  */
 
 import type { Sql } from "postgres";
+import { afterBrokenConnection, checkDriver } from "./_driver.ts";
 import { promised } from "./_promised.ts";
 import { coalescer, type Quiet } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
@@ -195,11 +196,18 @@ export function createCodeStore(
   };
   const { timeoutMs, coalesce } = settings;
 
-  const database: () => Sql = isSql(repo) ? () => repo : () => {
-    const sql = repo();
-    if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
-    return sql;
-  };
+  const checked = new WeakSet<Sql>();
+  const database: () => Sql = isSql(repo)
+    ? (checkDriver(repo), () => repo)
+    : () => {
+      const sql = repo();
+      if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
+      if (!checked.has(sql)) {
+        checkDriver(sql);
+        checked.add(sql);
+      }
+      return sql;
+    };
   // One set of statements per pool (a repository function may return
   // several), each with its own queues and deadlines.
   const perPool = new WeakMap<Sql, Statements>();
@@ -280,34 +288,6 @@ function statementsFor(
     revokeGrant: coalescer(deleteGrants(sql, tables), limits("revokeGrant")),
   };
 }
-
-/**
- * After a statement failed because its connection broke, the store sends
- * nothing on that pool for a moment (ms). postgres.js 3.4.9 keeps such a
- * connection in its pool until the socket's `close` event (tens of
- * milliseconds later under load, after the `error`), and a query handed to
- * it in between never settles and wedges the connection for good once it
- * reconnects (the driver keeps its last query after a socket error:
- * porsager/postgres #1130, #1142). Waiting lets the close come first.
- */
-function afterBrokenConnection(error: unknown): number {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return 0;
-  return BROKEN_CONNECTION.has(code) || code.startsWith("08") ||
-      /^57P0[123]$/.test(code)
-    ? 200
-    : 0;
-}
-
-/** postgres.js and Node socket error codes of a broken connection. */
-const BROKEN_CONNECTION = new Set([
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "CONNECTION_CLOSED",
-  "CONNECTION_DESTROYED",
-  "CONNECT_TIMEOUT",
-]);
 
 /**
  * A grant identifier as `revokeGrant` takes it.

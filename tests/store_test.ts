@@ -6,6 +6,7 @@ import {
   assertRejects,
   assertStrictEquals,
   assertStringIncludes,
+  assertThrows,
 } from "@std/assert";
 import postgres from "postgres";
 import {
@@ -433,6 +434,22 @@ Deno.test("the store works on a pool whose column transform renames identifiers:
   } finally {
     await end(sql);
   }
+});
+
+Deno.test("`createCodeStore()` refuses a driver that lacks what the store relies on, at creation or at first use", async () => {
+  // Looks like a postgres.js Sql (a function with unsafe, begin, json),
+  // but is not one: no connection settings, queries without state.
+  const fake = Object.assign(() => ({ then() {} }), {
+    unsafe() {},
+    begin() {},
+    json() {},
+  }) as unknown as postgres.Sql;
+  assertStringIncludes(
+    assertThrows(() => createCodeStore(fake), TypeError).message,
+    "postgres.js 3.4",
+  );
+  const lazy = createCodeStore(() => fake);
+  await assertRejects(() => lazy.take(randomCode()), TypeError);
 });
 
 /** Neither the message, stack nor any own property holds a secret. */
