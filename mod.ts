@@ -86,6 +86,7 @@ export {
   InvalidRecordError,
   MissingRepositoryError,
   OperationTimeoutError,
+  PkceRequiredError,
 } from "./src/errors.ts";
 export type {
   CodeEntry,

@@ -194,3 +194,47 @@ export class OperationTimeoutError extends CodeStoreError {
     this.sent = sent;
   }
 }
+
+/**
+ * Thrown by the server adapters (`/oidc-provider`, `/openauth`,
+ * `/ts-oauth2-server`, `/node-oauth2-server`) when the server issues an
+ * authorization code without an S256 PKCE challenge, which the store
+ * refuses (the code would be the only secret a browser carries, RFC 7636);
+ * nothing is stored. It carries the OAuth error (`invalid_request`, RFC
+ * 6749 §4.1.2.1) and follows oidc-provider's error convention (`status`,
+ * `expose`), so oidc-provider answers it as such instead of a server
+ * error. Configure the server to require PKCE so that it never happens.
+ *
+ * @example
+ * ```ts
+ * import { PkceRequiredError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error = new PkceRequiredError();
+ * assertEquals(error.code, "ERR_PKCE_REQUIRED");
+ * assertEquals(error.error, "invalid_request");
+ * ```
+ */
+export class PkceRequiredError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code = "ERR_PKCE_REQUIRED";
+  /** The OAuth error code (RFC 6749 §4.1.2.1). */
+  readonly error = "invalid_request";
+  /** The OAuth error description. */
+  readonly error_description: string =
+    "PKCE with S256 is required (RFC 7636): send code_challenge and " +
+    "code_challenge_method=S256";
+  /** For oidc-provider: the HTTP status. */
+  readonly status = 400;
+  /** For oidc-provider: the HTTP status. */
+  readonly statusCode = 400;
+  /** For oidc-provider: the error may be shown to the client. */
+  readonly expose = true;
+  /** For oidc-provider: the error may be sent to the redirect URI. */
+  readonly allow_redirect = true;
+
+  /** Creates the error. */
+  constructor() {
+    super(PkceRequiredError.code, "invalid_request");
+  }
+}

@@ -37,7 +37,9 @@
  * @module
  */
 
-import { CodeStoreError } from "./errors.ts";
+import { PkceRequiredError } from "./errors.ts";
+
+export { PkceRequiredError };
 import type { CodeStore } from "./store.ts";
 import type { JsonObject, NewCode, StoredGrantData } from "./types.ts";
 
@@ -76,48 +78,6 @@ export interface OidcProviderAdapterOptions {
    * With several processes it must be shared too (a database).
    */
   readonly fallback: OidcAdapterClass | OidcAdapterFactory;
-}
-
-/**
- * Thrown by the adapter when oidc-provider issues an authorization code
- * without an S256 PKCE challenge, which the store refuses (the code would
- * be the only secret a browser carries). It follows oidc-provider's error
- * convention, so the provider answers the authorization request with
- * `error=invalid_request` (RFC 6749 §4.1.2.1) instead of a server error:
- * configure `pkce: { required: () => true }` so that it never happens.
- *
- * @example
- * ```ts
- * import { PkceRequiredError } from "@attesto/code-store/oidc-provider";
- * import { assertEquals } from "@std/assert";
- *
- * const error = new PkceRequiredError();
- * assertEquals(error.code, "ERR_PKCE_REQUIRED");
- * assertEquals(error.error, "invalid_request");
- * ```
- */
-export class PkceRequiredError extends CodeStoreError {
-  /** The stable code of this error kind. */
-  static readonly code = "ERR_PKCE_REQUIRED";
-  /** The OAuth error code (RFC 6749 §4.1.2.1). */
-  readonly error = "invalid_request";
-  /** The OAuth error description. */
-  readonly error_description: string =
-    "PKCE with S256 is required (RFC 7636): send code_challenge and " +
-    "code_challenge_method=S256";
-  /** For oidc-provider: the HTTP status. */
-  readonly status = 400;
-  /** For oidc-provider: the HTTP status. */
-  readonly statusCode = 400;
-  /** For oidc-provider: the error may be shown to the client. */
-  readonly expose = true;
-  /** For oidc-provider: the error may be sent to the redirect URI. */
-  readonly allow_redirect = true;
-
-  /** Creates the error. */
-  constructor() {
-    super(PkceRequiredError.code, "invalid_request");
-  }
 }
 
 /**

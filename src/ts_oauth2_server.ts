@@ -1,0 +1,311 @@
+/**
+ * An `OAuthAuthCodeRepository` for `@jmondi/oauth2-server` (ts-oauth2-server,
+ * 4.x) on the code store, so that each code is redeemed exactly once.
+ *
+ * The library's token endpoint checks `isRevoked` (a read), issues and
+ * persists the tokens, and only then calls `revoke`: concurrent token
+ * requests with one code all pass the check, and each gets tokens (making
+ * `revoke` throw still leaves their tokens persisted). Here the first
+ * repository call of a token request is the store's atomic `take`: with JWT
+ * codes (the default) that is `isRevoked(id)`, with
+ * `useOpaqueAuthorizationCodes` it is `getByIdentifier(id)`. Of any number
+ * of concurrent requests, in any number of processes, exactly one takes
+ * the code; every other is told the code is revoked (or unknown) and fails
+ * before any token is minted. The module does not depend on the library:
+ * a repository is plain methods.
+ *
+ * @example Use it in the authorization server
+ * ```ts ignore
+ * import process from "node:process";
+ * import { AuthorizationServer } from "@jmondi/oauth2-server";
+ * import postgres from "postgres";
+ * import { createCodeStore } from "@attesto/code-store";
+ * import { createAuthCodeRepository } from "@attesto/code-store/ts-oauth2-server";
+ *
+ * const sql = postgres(process.env.DATABASE_URL!, { fetch_types: false });
+ * const authCodeRepository = createAuthCodeRepository(createCodeStore(sql));
+ * const server = new AuthorizationServer(clientRepository, tokenRepository,
+ *   scopeRepository, "secret-key", { requiresPKCE: true, requiresS256: true });
+ * server.enableGrantType({
+ *   grant: "authorization_code",
+ *   userRepository,
+ *   authCodeRepository,
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import {
+  checkStore,
+  newCode,
+  s256Challenge,
+  withoutSecrets,
+} from "./_adapter.ts";
+import { PkceRequiredError } from "./errors.ts";
+import type { CodeStore } from "./store.ts";
+import type { JsonObject } from "./types.ts";
+
+export { PkceRequiredError };
+
+/** A client, as the library hands it over (`OAuthClient`). */
+export interface TsOAuth2Client {
+  /** The client's id. */
+  readonly id: string;
+  /** Its name, redirect URIs, grants, scopes, ... */
+  readonly [key: string]: unknown;
+}
+
+/** A user (`OAuthUser`). */
+export interface TsOAuth2User {
+  /** The user's id: the store's subject. */
+  readonly id: string | number;
+  /** Anything else the user repository returned. */
+  readonly [key: string]: unknown;
+}
+
+/** A scope (`OAuthScope`). */
+export interface TsOAuth2Scope {
+  /** The scope token. */
+  readonly name: string;
+  /** Anything else the scope repository returned. */
+  readonly [key: string]: unknown;
+}
+
+/** An authorization code, as the library reads and writes it (`OAuthAuthCode`). */
+export interface TsOAuth2AuthCode {
+  /** The code's identifier (inside the JWT, or the opaque code itself). */
+  code: string;
+  /** The redirect URI of the authorization request. */
+  redirectUri?: string | null;
+  /** The PKCE challenge (required, with `S256`). */
+  codeChallenge?: string | null;
+  /** The PKCE method. */
+  codeChallengeMethod?: string | null;
+  /** When it expires. */
+  expiresAt: Date;
+  /** The user who granted it. */
+  user?: TsOAuth2User | null;
+  /** The client it was issued to. */
+  client: TsOAuth2Client;
+  /** The granted scopes. */
+  scopes: TsOAuth2Scope[];
+}
+
+/** The repository {@linkcode createAuthCodeRepository} returns (`OAuthAuthCodeRepository`). */
+export interface CodeStoreAuthCodeRepository {
+  /**
+   * Redeems the code for a token request's second repository call (JWT
+   * codes), or takes it as its first (opaque codes).
+   *
+   * @throws {Error} If this process took no such code for a request.
+   */
+  getByIdentifier(authCodeCode: string): Promise<TsOAuth2AuthCode>;
+  /** A new code with a fresh 256-bit identifier. */
+  issueAuthCode(
+    client: TsOAuth2Client,
+    user: TsOAuth2User | undefined,
+    scopes: TsOAuth2Scope[],
+  ): TsOAuth2AuthCode;
+  /**
+   * Stores a code (`put`).
+   *
+   * @throws {PkceRequiredError} If it has no S256 challenge; nothing is
+   * stored.
+   */
+  persist(authCode: TsOAuth2AuthCode): Promise<void>;
+  /**
+   * `false` for exactly one request per code: with JWT codes this is the
+   * take; with opaque codes, the request whose `getByIdentifier` took it.
+   */
+  isRevoked(authCodeCode: string): Promise<boolean>;
+  /**
+   * After a redemption, nothing (the code was deleted when it was taken);
+   * otherwise (the revocation endpoint) the code is spent.
+   */
+  revoke(authCodeCode: string): Promise<void>;
+}
+
+/** Options for {@linkcode createAuthCodeRepository}. */
+export interface AuthCodeRepositoryOptions {
+  /**
+   * The server's `useOpaqueAuthorizationCodes` (default `false`: JWT
+   * codes). It decides which repository call of a token request takes the
+   * code, so it must match the server's option.
+   */
+  readonly opaque?: boolean | undefined;
+}
+
+/**
+ * How long a code taken by one repository call waits, in this process,
+ * for the same request's next call (ms). A request that fails between the
+ * two never makes it; the code is spent all the same.
+ */
+const HANDOVER_MS = 60_000;
+
+/**
+ * Creates an `OAuthAuthCodeRepository` for `@jmondi/oauth2-server` on
+ * `store`.
+ *
+ * The code is mapped without loss: client id, user id (as `subject`),
+ * redirect URI, scope names, PKCE and expiry go to the store's fields; the
+ * client and user objects (less `secret`, `password` and similar keys) and
+ * the scope objects go into `context`. A code without an S256 challenge is
+ * refused ({@linkcode PkceRequiredError}): create the server with
+ * `requiresPKCE: true` and `requiresS256: true`.
+ *
+ * @param store The code store.
+ * @param options Whether the server uses opaque codes.
+ * @returns The repository.
+ * @throws {TypeError} If `store` is not a code store.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryCodeStore } from "@attesto/code-store/memory";
+ * import { createAuthCodeRepository } from "@attesto/code-store/ts-oauth2-server";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const repository = createAuthCodeRepository(createMemoryCodeStore());
+ * const client = { id: "s6BhdRkqt3", name: "demo" };
+ * const code = repository.issueAuthCode(client, { id: "user-42" }, []);
+ * code.expiresAt = new Date(Date.now() + 60_000);
+ * code.redirectUri = "https://client.example.org/cb";
+ * code.codeChallenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+ * code.codeChallengeMethod = "S256";
+ * await repository.persist(code);
+ *
+ * // A JWT-code token request: isRevoked takes, getByIdentifier hands over.
+ * assertEquals(await repository.isRevoked(code.code), false);
+ * assertEquals((await repository.getByIdentifier(code.code)).user?.id, "user-42");
+ * assertEquals(await repository.isRevoked(code.code), true); // a replay
+ * ```
+ */
+export function createAuthCodeRepository(
+  store: CodeStore,
+  options: AuthCodeRepositoryOptions = {},
+): CodeStoreAuthCodeRepository {
+  checkStore(store, "createAuthCodeRepository");
+  const opaque = options.opaque === true;
+  // Codes taken by a request's first call, for its second, by identifier.
+  const handover = new Map<string, { code: TsOAuth2AuthCode; at: number }>();
+  // Codes handed over and not yet revoked: the library's revoke after a
+  // redemption needs no query.
+  const redeemed = new Map<string, number>();
+  const sweep = () => {
+    const oldest = performance.now() - HANDOVER_MS;
+    for (const [id, { at }] of handover) {
+      if (at > oldest) break;
+      handover.delete(id);
+    }
+    for (const [id, at] of redeemed) {
+      if (at > oldest) break;
+      redeemed.delete(id);
+    }
+  };
+  const take = async (id: string): Promise<TsOAuth2AuthCode | undefined> => {
+    const entry = await store.take(id);
+    if (entry === null) return undefined;
+    const { data } = entry;
+    const context = data.context as {
+      client?: JsonObject;
+      user?: JsonObject;
+      scopes?: JsonObject[];
+    };
+    return {
+      code: id,
+      redirectUri: data.redirectUri,
+      codeChallenge: data.codeChallenge,
+      codeChallengeMethod: data.codeChallengeMethod,
+      expiresAt: new Date(entry.expiresAt * 1000),
+      user: { ...context.user, id: data.subject },
+      client: { ...context.client, id: data.clientId },
+      scopes: data.scope.map((name, i) => ({
+        ...context.scopes?.[i],
+        name,
+      })),
+    };
+  };
+  const handOver = (id: string) => {
+    sweep();
+    const found = handover.get(id);
+    if (found) {
+      handover.delete(id);
+      redeemed.set(id, performance.now());
+    }
+    return found?.code;
+  };
+
+  return {
+    async getByIdentifier(id) {
+      if (!opaque) {
+        const code = handOver(id);
+        if (code) return code;
+        throw new Error("the authorization code is not stored");
+      }
+      const code = await take(id);
+      if (!code) throw new Error("the authorization code is not stored");
+      sweep();
+      handover.set(id, { code, at: performance.now() });
+      return code;
+    },
+
+    issueAuthCode(client, user, scopes) {
+      return {
+        code: newCode(),
+        client,
+        user: user ?? null,
+        scopes,
+        expiresAt: new Date(),
+        redirectUri: null,
+        codeChallenge: null,
+        codeChallengeMethod: null,
+      };
+    },
+
+    async persist(authCode) {
+      const challenge = s256Challenge(
+        authCode.codeChallenge,
+        authCode.codeChallengeMethod,
+      );
+      const user = authCode.user;
+      if (user === null || user === undefined) {
+        throw new TypeError(
+          "createAuthCodeRepository: an authorization code needs a user",
+        );
+      }
+      await store.put({
+        code: authCode.code,
+        expiresAt: Math.floor(authCode.expiresAt.getTime() / 1000),
+        data: {
+          clientId: authCode.client.id,
+          subject: String(user.id),
+          redirectUri: authCode.redirectUri ?? "",
+          scope: authCode.scopes.map((scope) => scope.name),
+          codeChallenge: challenge,
+          codeChallengeMethod: "S256",
+          context: {
+            client: withoutSecrets(authCode.client),
+            user: withoutSecrets(user),
+            scopes: authCode.scopes.map(withoutSecrets),
+          },
+        },
+      });
+    },
+
+    async isRevoked(id) {
+      if (opaque) return handOver(id) === undefined;
+      const code = await take(id);
+      if (!code) return true;
+      sweep();
+      handover.set(id, { code, at: performance.now() });
+      return false;
+    },
+
+    async revoke(id) {
+      // After a redemption: nothing left to do. Otherwise (the revocation
+      // endpoint, RFC 7009): the code is spent now.
+      if (handover.delete(id) || redeemed.delete(id)) return;
+      await store.take(id);
+    },
+  };
+}
