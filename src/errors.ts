@@ -235,6 +235,9 @@ export class PkceRequiredError extends CodeStoreError {
 
   /** Creates the error. */
   constructor() {
-    super(PkceRequiredError.code, "invalid_request");
+    super(
+      PkceRequiredError.code,
+      "invalid_request: PKCE with S256 is required (RFC 7636)",
+    );
   }
 }

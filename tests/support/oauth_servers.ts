@@ -1,0 +1,169 @@
+/**
+ * What the authorization-server tests share: the test database with a
+ * `tokens` table the servers persist their tokens in, server processes
+ * over real HTTP, PKCE, and bursts of concurrent token requests.
+ *
+ * A server program (`tests/support/*_server.ts`) reads `DATABASE_URL`
+ * (whose `search_path` holds the tables) and `MODE` (`store`: codes in the
+ * code store; `control`: the server's usual storage, with 1 ms of latency
+ * per call), stores each token it issues as a row of `tokens(code,
+ * access_token)`, and, run with `--port 0`, prints `{"port":n}` once it
+ * listens.
+ *
+ * @module
+ */
+
+import postgres from "postgres";
+import { migrate } from "../../mod.ts";
+import { databaseUrl, type TestDatabase, testDatabase } from "./database.ts";
+
+export { newVerifier, s256 } from "../../examples/pkce.ts";
+
+/** The test database, its URL with the schema as search_path. */
+export interface ServerDatabase extends TestDatabase {
+  /** A URL whose `search_path` is the test's schema. */
+  readonly url: string;
+  /** Tokens persisted for `code` (by any process). */
+  tokensFor(code: string): Promise<number>;
+}
+
+/**
+ * A fresh schema with the code store's default table, a `tokens` table and
+ * a `control_codes` table for the servers' usual storage.
+ */
+export async function serverDatabase(): Promise<ServerDatabase> {
+  const t = await testDatabase();
+  const url = new URL(databaseUrl());
+  url.searchParams.set("search_path", t.schema);
+  const sql = postgres(url.href, { max: 1, onnotice: () => {} });
+  try {
+    await migrate(sql);
+    await sql`create table tokens (code text not null, access_token text)`;
+    await sql`
+      create table control_codes (code text primary key, value jsonb not null)
+    `;
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  return Object.assign(t, {
+    url: url.href,
+    async tokensFor(code: string) {
+      const [{ n }] = await t.sql<[{ n: number }]>`
+        select count(*)::int as n from ${t.sql(`${t.schema}.tokens`)}
+        where code = ${code}
+      `;
+      return n;
+    },
+  });
+}
+
+/** A server process. */
+export interface ServerProcess extends AsyncDisposable {
+  /** Its base URL. */
+  readonly base: string;
+}
+
+/** Starts `program` (a Deno module) as a process; waits until it listens. */
+export async function startServer(
+  program: URL,
+  env: Record<string, string>,
+): Promise<ServerProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", program.pathname, "--port", "0"],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await child.status;
+      throw new Error(`${program.pathname} exited before listening`);
+    }
+    text += value;
+  }
+  const { port } = JSON.parse(text.slice(0, text.indexOf("\n")));
+  return {
+    base: `http://127.0.0.1:${port}`,
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGTERM");
+      await reader.cancel().catch(() => {});
+      await child.status;
+    },
+  };
+}
+
+/** A code, with the verifier its challenge was made from. */
+export interface IssuedCode {
+  readonly code: string;
+  readonly verifier: string;
+}
+
+/**
+ * For each of `codes` codes (issued one after another by `issue`), `per`
+ * token requests at once, spread over `servers`; returns the tokens issued
+ * per code (the requests that got `ok`) and the codes. With
+ * `stopAfterDouble`, stops at the first code that got more than one.
+ */
+export async function bursts(
+  servers: readonly ServerProcess[],
+  codes: number,
+  per: number,
+  issue: () => Promise<IssuedCode>,
+  redeem: (base: string, code: IssuedCode) => Promise<boolean>,
+  { stopAfterDouble = false } = {},
+): Promise<{ issued: number[]; codes: IssuedCode[] }> {
+  const issued: number[] = [];
+  const all: IssuedCode[] = [];
+  for (let i = 0; i < codes; i++) {
+    if (stopAfterDouble && issued.some((n) => n > 1)) break;
+    const code = await issue();
+    all.push(code);
+    const results = await Promise.all(
+      Array.from(
+        { length: per },
+        (_, j) => redeem(servers[j % servers.length]!.base, code),
+      ),
+    );
+    issued.push(results.filter(Boolean).length);
+  }
+  return { issued, codes: all };
+}
+
+/** Follows redirects by hand, with cookies, until one goes to `target`. */
+export async function followTo(
+  start: string,
+  target: string,
+  init: RequestInit = {},
+): Promise<URL> {
+  const cookies = new Map<string, string>();
+  let url = start;
+  let options = init;
+  for (let hops = 0; hops < 10; hops++) {
+    const response = await fetch(url, {
+      ...options,
+      redirect: "manual",
+      headers: {
+        ...options.headers,
+        cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; "),
+      },
+    });
+    await response.body?.cancel();
+    for (const cookie of response.headers.getSetCookie()) {
+      const [pair] = cookie.split(";");
+      const at = pair!.indexOf("=");
+      cookies.set(pair!.slice(0, at).trim(), pair!.slice(at + 1));
+    }
+    const location = response.headers.get("location");
+    if (!location) {
+      throw new Error(`no redirect from ${url}: ${response.status}`);
+    }
+    url = new URL(location, url).href;
+    if (url.startsWith(target)) return new URL(url);
+    options = {};
+  }
+  throw new Error("too many redirects");
+}
