@@ -35,10 +35,15 @@ export function checkStore(store: unknown, adapter: string): CodeStore {
  */
 export function s256Challenge(challenge: unknown, method: unknown): string {
   if (typeof challenge !== "string" || challenge === "" || method !== "S256") {
-    throw new PkceRequiredError();
+    throw new PkceRequiredError(PKCE_REQUIRED);
   }
   return challenge;
 }
+
+/** The message of the adapters' {@linkcode PkceRequiredError}. */
+const PKCE_REQUIRED =
+  "invalid_request: PKCE with S256 is required (RFC 7636): the " +
+  "authorization code was not stored";
 
 /** A fresh code of 256 bits, base64url (43 characters). */
 export function newCode(): string {

@@ -201,9 +201,9 @@ export class OperationTimeoutError extends CodeStoreError {
  * authorization code without an S256 PKCE challenge, which the store
  * refuses (the code would be the only secret a browser carries, RFC 7636);
  * nothing is stored. It carries the OAuth error (`invalid_request`, RFC
- * 6749 §4.1.2.1) and follows oidc-provider's error convention (`status`,
- * `expose`), so oidc-provider answers it as such instead of a server
- * error. Configure the server to require PKCE so that it never happens.
+ * 6749 §4.1.2.1) and follows oidc-provider's (`status`, `expose`) and
+ * ts-oauth2-server's (`oauth`, `errorType`) conventions, so they answer it
+ * as such instead of a server error. Configure the server to require PKCE so that it never happens.
  *
  * @example
  * ```ts
@@ -232,12 +232,21 @@ export class PkceRequiredError extends CodeStoreError {
   readonly expose = true;
   /** For oidc-provider: the error may be sent to the redirect URI. */
   readonly allow_redirect = true;
+  /** For ts-oauth2-server: an OAuth error, answered as such. */
+  readonly oauth = true;
+  /** For ts-oauth2-server: the OAuth error code. */
+  readonly errorType = "invalid_request";
+  /** For ts-oauth2-server: the OAuth error description. */
+  readonly errorDescription: string = this.error_description;
 
-  /** Creates the error. */
-  constructor() {
-    super(
-      PkceRequiredError.code,
-      "invalid_request: PKCE with S256 is required (RFC 7636)",
-    );
+  /**
+   * Creates the error.
+   *
+   * @param message The message: by default `"invalid_request"`, the OAuth
+   * error code, which oidc-provider sends as `error`; servers that show
+   * the message as the description get a sentence.
+   */
+  constructor(message: string = "invalid_request") {
+    super(PkceRequiredError.code, message);
   }
 }

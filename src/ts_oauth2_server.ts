@@ -38,6 +38,7 @@
 
 import {
   checkStore,
+  isExpired,
   newCode,
   s256Challenge,
   withoutSecrets,
@@ -48,28 +49,48 @@ import type { JsonObject } from "./types.ts";
 
 export { PkceRequiredError };
 
+/** A grant type (`GrantIdentifier`). */
+export type TsOAuth2GrantIdentifier =
+  | "authorization_code"
+  | "client_credentials"
+  | "refresh_token"
+  | "password"
+  | "implicit"
+  | "urn:ietf:params:oauth:grant-type:token-exchange"
+  | `custom:${string}`;
+
 /** A client, as the library hands it over (`OAuthClient`). */
 export interface TsOAuth2Client {
   /** The client's id. */
-  readonly id: string;
-  /** Its name, redirect URIs, grants, scopes, ... */
-  readonly [key: string]: unknown;
+  id: string;
+  /** Its name. */
+  name: string;
+  /** Its secret, if confidential (never stored with a code). */
+  secret?: string | null;
+  /** Its redirect URIs. */
+  redirectUris: string[];
+  /** The grants it may use. */
+  allowedGrants: TsOAuth2GrantIdentifier[];
+  /** The scopes it may ask for. */
+  scopes: TsOAuth2Scope[];
+  /** Anything else the client repository returned. */
+  [key: string]: unknown;
 }
 
 /** A user (`OAuthUser`). */
 export interface TsOAuth2User {
   /** The user's id: the store's subject. */
-  readonly id: string | number;
+  id: string | number;
   /** Anything else the user repository returned. */
-  readonly [key: string]: unknown;
+  [key: string]: unknown;
 }
 
 /** A scope (`OAuthScope`). */
 export interface TsOAuth2Scope {
   /** The scope token. */
-  readonly name: string;
+  name: string;
   /** Anything else the scope repository returned. */
-  readonly [key: string]: unknown;
+  [key: string]: unknown;
 }
 
 /** An authorization code, as the library reads and writes it (`OAuthAuthCode`). */
@@ -81,7 +102,7 @@ export interface TsOAuth2AuthCode {
   /** The PKCE challenge (required, with `S256`). */
   codeChallenge?: string | null;
   /** The PKCE method. */
-  codeChallengeMethod?: string | null;
+  codeChallengeMethod?: "S256" | "plain" | null;
   /** When it expires. */
   expiresAt: Date;
   /** The user who granted it. */
@@ -98,7 +119,9 @@ export interface CodeStoreAuthCodeRepository {
    * Redeems the code for a token request's second repository call (JWT
    * codes), or takes it as its first (opaque codes).
    *
-   * @throws {Error} If this process took no such code for a request.
+   * @throws {Error} If the code is not stored (or, with JWT codes, was not
+   * taken by this request's `isRevoked`): an error the library answers as
+   * `invalid_grant`.
    */
   getByIdentifier(authCodeCode: string): Promise<TsOAuth2AuthCode>;
   /** A new code with a fresh 256-bit identifier. */
@@ -137,6 +160,20 @@ export interface AuthCodeRepositoryOptions {
 }
 
 /**
+ * The error for a code that is not stored (never issued, spent, expired),
+ * as the library recognises its own (`"oauth" in error`): the token
+ * request gets `400 invalid_grant` (RFC 6749 §5.2), not a server error.
+ */
+function invalidGrant(): Error {
+  return Object.assign(new Error("the authorization code is not stored"), {
+    oauth: true,
+    status: 400,
+    errorType: "invalid_grant",
+    errorDescription: "The authorization code is invalid, spent or expired",
+  });
+}
+
+/**
  * How long a code taken by one repository call waits, in this process,
  * for the same request's next call (ms). A request that fails between the
  * two never makes it; the code is spent all the same.
@@ -166,7 +203,13 @@ const HANDOVER_MS = 60_000;
  * import { assertEquals } from "@std/assert";
  *
  * const repository = createAuthCodeRepository(createMemoryCodeStore());
- * const client = { id: "s6BhdRkqt3", name: "demo" };
+ * const client = {
+ *   id: "s6BhdRkqt3",
+ *   name: "demo",
+ *   redirectUris: ["https://client.example.org/cb"],
+ *   allowedGrants: ["authorization_code" as const],
+ *   scopes: [],
+ * };
  * const code = repository.issueAuthCode(client, { id: "user-42" }, []);
  * code.expiresAt = new Date(Date.now() + 60_000);
  * code.redirectUri = "https://client.example.org/cb";
@@ -204,7 +247,9 @@ export function createAuthCodeRepository(
   };
   const take = async (id: string): Promise<TsOAuth2AuthCode | undefined> => {
     const entry = await store.take(id);
-    if (entry === null) return undefined;
+    // JWT codes carry their own expiry, which the library checks; the
+    // stored one is checked here too (the code is spent all the same).
+    if (entry === null || isExpired(entry.expiresAt)) return undefined;
     const { data } = entry;
     const context = data.context as {
       client?: JsonObject;
@@ -217,8 +262,8 @@ export function createAuthCodeRepository(
       codeChallenge: data.codeChallenge,
       codeChallengeMethod: data.codeChallengeMethod,
       expiresAt: new Date(entry.expiresAt * 1000),
-      user: { ...context.user, id: data.subject },
-      client: { ...context.client, id: data.clientId },
+      user: { id: data.subject, ...context.user },
+      client: { ...context.client, id: data.clientId } as TsOAuth2Client,
       scopes: data.scope.map((name, i) => ({
         ...context.scopes?.[i],
         name,
@@ -240,10 +285,10 @@ export function createAuthCodeRepository(
       if (!opaque) {
         const code = handOver(id);
         if (code) return code;
-        throw new Error("the authorization code is not stored");
+        throw invalidGrant();
       }
       const code = await take(id);
-      if (!code) throw new Error("the authorization code is not stored");
+      if (!code) throw invalidGrant();
       sweep();
       handover.set(id, { code, at: performance.now() });
       return code;

@@ -5,66 +5,22 @@
  */
 
 import { assert, assertEquals, assertGreater } from "@std/assert";
-import { CLIENT_ID, REDIRECT_URI } from "../examples/node_oauth2_server.ts";
 import {
+  authorize,
   bursts,
-  type IssuedCode,
   newVerifier,
-  s256,
+  redeem,
   serverDatabase,
   type ServerProcess,
   startServer,
+  token,
 } from "./support/oauth_servers.ts";
 
 const PROGRAM = new URL("../examples/node_oauth2_server.ts", import.meta.url);
 
 function server(url: string, mode: string): Promise<ServerProcess> {
-  return startServer(
-    PROGRAM,
-    { DATABASE_URL: url, MODE: mode },
-  ).then((s) => s);
+  return startServer(PROGRAM, { DATABASE_URL: url, MODE: mode });
 }
-
-async function authorize(
-  base: string,
-  { pkce = true } = {},
-): Promise<IssuedCode & { params: URLSearchParams }> {
-  const verifier = newVerifier();
-  const response = await fetch(
-    `${base}/authorize?${new URLSearchParams({
-      response_type: "code",
-      client_id: CLIENT_ID,
-      redirect_uri: REDIRECT_URI,
-      state: "st4te",
-      ...(pkce
-        ? { code_challenge: s256(verifier), code_challenge_method: "S256" }
-        : {}),
-    })}`,
-    { redirect: "manual" },
-  );
-  await response.body?.cancel();
-  const location = response.headers.get("location");
-  assert(location, `no redirect: ${response.status}`);
-  const params = new URL(location).searchParams;
-  return { code: params.get("code") ?? "", verifier, params };
-}
-
-function token(base: string, { code, verifier }: IssuedCode) {
-  return fetch(`${base}/token`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code",
-      client_id: CLIENT_ID,
-      code,
-      redirect_uri: REDIRECT_URI,
-      code_verifier: verifier,
-    }),
-  }).then(async (r) => ({ status: r.status, body: await r.json() }));
-}
-
-const redeem = async (base: string, code: IssuedCode) =>
-  (await token(base, code)).status === 200;
 
 Deno.test("node-oauth2-server with `codeStoreModel`: the code + PKCE flow gives a token; a replay is refused", async () => {
   await using t = await serverDatabase();

@@ -17,7 +17,9 @@ import postgres from "postgres";
 import { migrate } from "../../mod.ts";
 import { databaseUrl, type TestDatabase, testDatabase } from "./database.ts";
 
-export { newVerifier, s256 } from "../../examples/pkce.ts";
+import { newVerifier, s256 } from "../../examples/pkce.ts";
+
+export { newVerifier, s256 };
 
 /** The test database, its URL with the schema as search_path. */
 export interface ServerDatabase extends TestDatabase {
@@ -25,6 +27,8 @@ export interface ServerDatabase extends TestDatabase {
   readonly url: string;
   /** Tokens persisted for `code` (by any process). */
   tokensFor(code: string): Promise<number>;
+  /** Tokens persisted in all. */
+  tokens(): Promise<number>;
 }
 
 /**
@@ -54,7 +58,76 @@ export async function serverDatabase(): Promise<ServerDatabase> {
       `;
       return n;
     },
+    async tokens() {
+      const [{ n }] = await t.sql<[{ n: number }]>`
+        select count(*)::int as n from ${t.sql(`${t.schema}.tokens`)}
+      `;
+      return n;
+    },
   });
+}
+
+/** The demo client of the example servers. */
+export const CLIENT_ID = "demo-client";
+/** Its redirect URI. */
+export const REDIRECT_URI = "http://127.0.0.1/callback";
+
+/**
+ * A code from a server whose `GET /authorize` answers with the redirect to
+ * the client at once (the examples approve every request for a demo
+ * user): `code` is empty when the redirect carries an error.
+ */
+export async function authorize(
+  base: string,
+  { pkce = true } = {},
+): Promise<IssuedCode & { params: URLSearchParams }> {
+  const verifier = newVerifier();
+  const response = await fetch(
+    `${base}/authorize?${new URLSearchParams({
+      response_type: "code",
+      client_id: CLIENT_ID,
+      redirect_uri: REDIRECT_URI,
+      state: "st4te",
+      ...(pkce
+        ? { code_challenge: s256(verifier), code_challenge_method: "S256" }
+        : {}),
+    })}`,
+    { redirect: "manual" },
+  );
+  const body = await response.text();
+  const location = response.headers.get("location");
+  if (!location) {
+    return {
+      code: "",
+      verifier,
+      params: new URLSearchParams({ status: String(response.status), body }),
+    };
+  }
+  const params = new URL(location).searchParams;
+  return { code: params.get("code") ?? "", verifier, params };
+}
+
+/** `POST /token` for a code, as a public client with its verifier. */
+export function token(
+  base: string,
+  { code, verifier }: IssuedCode,
+): Promise<{ status: number; body: Record<string, string> }> {
+  return fetch(`${base}/token`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({
+      grant_type: "authorization_code",
+      client_id: CLIENT_ID,
+      code,
+      redirect_uri: REDIRECT_URI,
+      code_verifier: verifier,
+    }),
+  }).then(async (r) => ({ status: r.status, body: await r.json() }));
+}
+
+/** Whether a token request for the code got a token. */
+export async function redeem(base: string, code: IssuedCode): Promise<boolean> {
+  return (await token(base, code)).status === 200;
 }
 
 /** A server process. */
