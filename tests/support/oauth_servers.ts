@@ -15,6 +15,7 @@
 
 import postgres from "postgres";
 import { migrate } from "../../mod.ts";
+import { OPENAUTH_KV } from "../../examples/openauth_issuer.ts";
 import { databaseUrl, type TestDatabase, testDatabase } from "./database.ts";
 
 import { newVerifier, s256 } from "../../examples/pkce.ts";
@@ -46,6 +47,7 @@ export async function serverDatabase(): Promise<ServerDatabase> {
     await sql`
       create table control_codes (code text primary key, value jsonb not null)
     `;
+    await sql.unsafe(OPENAUTH_KV);
   } finally {
     await sql.end({ timeout: 5 });
   }
@@ -159,12 +161,16 @@ export async function startServer(
     text += value;
   }
   const { port } = JSON.parse(text.slice(0, text.indexOf("\n")));
+  // The rest is request logs: read and dropped, so the pipe never fills.
+  const drained = (async () => {
+    while (!(await reader.read().catch(() => ({ done: true }))).done);
+  })();
   return {
     base: `http://127.0.0.1:${port}`,
     async [Symbol.asyncDispose]() {
       child.kill("SIGTERM");
-      await reader.cancel().catch(() => {});
       await child.status;
+      await drained;
     },
   };
 }

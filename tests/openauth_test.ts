@@ -1,0 +1,166 @@
+/**
+ * OpenAuth 0.4.3, for real: `examples/openauth_issuer.ts` (a Hono issuer)
+ * in Deno processes, real HTTP, real PostgreSQL, codes issued and redeemed
+ * through OpenAuth's own client (`createClient`, PKCE S256); the control
+ * keeps codes in the issuer's usual storage over the same database.
+ */
+
+import { assert, assertEquals, assertGreater } from "@std/assert";
+import { createClient } from "@openauthjs/openauth/client";
+import {
+  bursts,
+  type IssuedCode,
+  REDIRECT_URI,
+  type ServerDatabase,
+  serverDatabase,
+  type ServerProcess,
+  startServer,
+} from "./support/oauth_servers.ts";
+import { newVerifier } from "../examples/pkce.ts";
+
+const PROGRAM = new URL("../examples/openauth_issuer.ts", import.meta.url);
+
+function server(url: string, mode = "store"): Promise<ServerProcess> {
+  return startServer(PROGRAM, { DATABASE_URL: url, MODE: mode });
+}
+
+const client = (base: string) =>
+  createClient({ clientID: "demo-client", issuer: base });
+
+/** A code through OpenAuth's client and the issuer's authorize flow. */
+async function authorize(
+  base: string,
+  { pkce = true } = {},
+): Promise<IssuedCode & { params: URLSearchParams }> {
+  const { url, challenge } = await client(base).authorize(
+    REDIRECT_URI,
+    "code",
+    { pkce },
+  );
+  const cookies: string[] = [];
+  let next = url;
+  for (let hops = 0; hops < 5; hops++) {
+    const response = await fetch(next, {
+      redirect: "manual",
+      headers: { cookie: cookies.join("; ") },
+    });
+    await response.body?.cancel();
+    for (const cookie of response.headers.getSetCookie()) {
+      cookies.push(cookie.split(";")[0]!);
+    }
+    const location = response.headers.get("location");
+    assert(location, `no redirect from ${next}: ${response.status}`);
+    next = new URL(location, next).href;
+    if (next.startsWith(REDIRECT_URI)) {
+      const params = new URL(next).searchParams;
+      return {
+        code: params.get("code") ?? "",
+        verifier: challenge.verifier ?? "",
+        params,
+      };
+    }
+  }
+  throw new Error("too many redirects");
+}
+
+/** The client's exchange: whether it got tokens. */
+async function exchange(base: string, { code, verifier }: IssuedCode) {
+  const result = await client(base).exchange(code, REDIRECT_URI, verifier);
+  return !result.err;
+}
+
+async function refreshTokens(t: ServerDatabase): Promise<number> {
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(`${t.schema}.openauth_kv`)}
+    where starts_with(key, 'oauth:refresh')
+  `;
+  return n;
+}
+
+Deno.test("OpenAuth with `createOpenAuthStorage`: its client's code + PKCE flow gives tokens; a replay is refused", async () => {
+  await using t = await serverDatabase();
+  await using s = await server(t.url);
+  const issued = await authorize(s.base);
+  assert(issued.code, `no code: ${issued.params}`);
+  const first = await client(s.base).exchange(
+    issued.code,
+    REDIRECT_URI,
+    issued.verifier,
+  );
+  assert(!first.err, String(first.err));
+  assert(first.tokens.access);
+  assertEquals(await exchange(s.base, issued), false, "a replay is refused");
+  assertEquals(await refreshTokens(t), 1);
+});
+
+Deno.test("bursts of 50 concurrent token requests per code across 2 OpenAuth processes: exactly 1 token per code, no token stored for a loser", async () => {
+  await using t = await serverDatabase();
+  await using a = await server(t.url);
+  await using b = await server(t.url);
+  const { issued } = await bursts(
+    [a, b],
+    5,
+    50,
+    () => authorize(a.base),
+    exchange,
+  );
+  console.log(
+    `OpenAuth with createOpenAuthStorage: tokens per code ${
+      JSON.stringify(issued)
+    }`,
+  );
+  assertEquals(issued, [1, 1, 1, 1, 1]);
+  assertEquals(await refreshTokens(t), 5, "one stored refresh token per code");
+});
+
+Deno.test("OpenAuth with `createOpenAuthStorage`: a wrong code_verifier spends the code; an expired code gets no token", async () => {
+  await using t = await serverDatabase();
+  await using s = await server(t.url);
+  const issued = await authorize(s.base);
+  assertEquals(
+    await exchange(s.base, { ...issued, verifier: newVerifier() }),
+    false,
+  );
+  assertEquals(await exchange(s.base, issued), false, "spent by the wrong one");
+
+  const old = await authorize(s.base);
+  await t.sql`
+    update ${t.sql(`${t.schema}.authorization_codes`)}
+    set expires_at = date_trunc('second', now()) - interval '1 second'
+  `;
+  assertEquals(await exchange(s.base, old), false);
+  assertEquals(await refreshTokens(t), 0);
+});
+
+Deno.test("OpenAuth's client without PKCE: the code is refused with a clear error, nothing is stored, the issuer lives on", async () => {
+  await using t = await serverDatabase();
+  await using s = await server(t.url);
+  const refused = await authorize(s.base, { pkce: false });
+  assertEquals(refused.code, "");
+  assertEquals(refused.params.get("error"), "server_error");
+  assert(refused.params.get("error_description")?.includes("PKCE"));
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(`${t.schema}.authorization_codes`)}
+  `;
+  assertEquals(n, 0);
+  const ok = await authorize(s.base);
+  assert(await exchange(s.base, ok));
+});
+
+Deno.test("the control: OpenAuth with its codes in its usual storage (get, then remove; 1 ms of latency) issues more than one token for some code", async () => {
+  await using t = await serverDatabase();
+  await using a = await server(t.url, "control");
+  await using b = await server(t.url, "control");
+  const { issued } = await bursts(
+    [a, b],
+    20,
+    50,
+    () => authorize(a.base),
+    exchange,
+    { stopAfterDouble: true },
+  );
+  console.log(
+    `OpenAuth, its usual storage: tokens per code ${JSON.stringify(issued)}`,
+  );
+  assertGreater(Math.max(...issued), 1);
+});
