@@ -211,38 +211,3 @@ export async function bursts(
   }
   return { issued, codes: all };
 }
-
-/** Follows redirects by hand, with cookies, until one goes to `target`. */
-export async function followTo(
-  start: string,
-  target: string,
-  init: RequestInit = {},
-): Promise<URL> {
-  const cookies = new Map<string, string>();
-  let url = start;
-  let options = init;
-  for (let hops = 0; hops < 10; hops++) {
-    const response = await fetch(url, {
-      ...options,
-      redirect: "manual",
-      headers: {
-        ...options.headers,
-        cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join("; "),
-      },
-    });
-    await response.body?.cancel();
-    for (const cookie of response.headers.getSetCookie()) {
-      const [pair] = cookie.split(";");
-      const at = pair!.indexOf("=");
-      cookies.set(pair!.slice(0, at).trim(), pair!.slice(at + 1));
-    }
-    const location = response.headers.get("location");
-    if (!location) {
-      throw new Error(`no redirect from ${url}: ${response.status}`);
-    }
-    url = new URL(location, url).href;
-    if (url.startsWith(target)) return new URL(url);
-    options = {};
-  }
-  throw new Error("too many redirects");
-}
