@@ -17,12 +17,12 @@
  * @module
  */
 
-import { createServer } from "node:http";
 import process from "node:process";
 import OAuth2Server from "@node-oauth/oauth2-server";
 import postgres from "postgres";
-import { createCodeStore } from "../mod.ts";
-import { codeStoreModel } from "../src/node_oauth2_server.ts";
+import { createCodeStore } from "@attesto/code-store";
+import { codeStoreModel } from "@attesto/code-store/node-oauth2-server";
+import { serve } from "./serve.ts";
 
 export const CLIENT_ID = "demo-client";
 export const REDIRECT_URI = "http://127.0.0.1/callback";
@@ -143,23 +143,10 @@ export function handler(sql: postgres.Sql, mode: "store" | "control") {
 }
 
 if (import.meta.main) {
-  const at = process.argv.indexOf("--port");
-  const port = at > 0 ? Number(process.argv[at + 1]) : 8000;
   const sql = postgres(process.env.DATABASE_URL!, {
     fetch_types: false,
     onnotice: () => {},
   });
   const mode = process.env.MODE === "control" ? "control" : "store";
-  const server = createServer(handler(sql, mode)).listen(
-    port,
-    "127.0.0.1",
-    () => {
-      const address = server.address() as { port: number };
-      console.log(JSON.stringify({ port: address.port }));
-    },
-  );
-  process.on("SIGTERM", () => {
-    server.close();
-    sql.end({ timeout: 1 }).finally(() => process.exit(0));
-  });
+  serve(handler(sql, mode), () => sql.end({ timeout: 1 }));
 }

@@ -21,11 +21,12 @@ import process from "node:process";
 import { issuer } from "@openauthjs/openauth";
 import { createSubjects } from "@openauthjs/openauth/subject";
 import postgres from "postgres";
-import { createCodeStore } from "../mod.ts";
+import { createCodeStore } from "@attesto/code-store";
 import {
   createOpenAuthStorage,
   type OpenAuthStorageAdapter,
-} from "../src/openauth.ts";
+} from "@attesto/code-store/openauth";
+import { fetchListener, serve } from "./serve.ts";
 
 /** The table of {@linkcode postgresStorage}. */
 export const OPENAUTH_KV = `
@@ -116,8 +117,6 @@ export function openAuthIssuer(sql: postgres.Sql, mode: "store" | "control") {
 }
 
 if (import.meta.main) {
-  const at = process.argv.indexOf("--port");
-  const port = at > 0 ? Number(process.argv[at + 1]) : 8000;
   const sql = postgres(process.env.DATABASE_URL!, {
     fetch_types: false,
     onnotice: () => {},
@@ -126,14 +125,5 @@ if (import.meta.main) {
     sql,
     process.env.MODE === "control" ? "control" : "store",
   );
-  const http = Deno.serve({
-    hostname: "127.0.0.1",
-    port,
-    onListen: ({ port }) => console.log(JSON.stringify({ port })),
-  }, app.fetch);
-  Deno.addSignalListener("SIGTERM", async () => {
-    await http.shutdown();
-    await sql.end({ timeout: 1 });
-    Deno.exit(0);
-  });
+  serve(fetchListener(app.fetch), () => sql.end({ timeout: 1 }));
 }

@@ -34,8 +34,9 @@ import {
   responseToVanilla,
 } from "@jmondi/oauth2-server/vanilla";
 import postgres from "postgres";
-import { createCodeStore } from "../mod.ts";
-import { createAuthCodeRepository } from "../src/ts_oauth2_server.ts";
+import { createCodeStore } from "@attesto/code-store";
+import { createAuthCodeRepository } from "@attesto/code-store/ts-oauth2-server";
+import { fetchListener, serve } from "./serve.ts";
 
 export const CLIENT_ID = "demo-client";
 export const REDIRECT_URI = "http://127.0.0.1/callback";
@@ -189,8 +190,6 @@ export function handler(server: AuthorizationServer) {
 }
 
 if (import.meta.main) {
-  const at = process.argv.indexOf("--port");
-  const port = at > 0 ? Number(process.argv[at + 1]) : 8000;
   const sql = postgres(process.env.DATABASE_URL!, {
     fetch_types: false,
     onnotice: () => {},
@@ -200,14 +199,5 @@ if (import.meta.main) {
     codes: process.env.CODES ?? "jwt",
     pkce: process.env.PKCE ?? "required",
   });
-  const http = Deno.serve({
-    hostname: "127.0.0.1",
-    port,
-    onListen: ({ port }) => console.log(JSON.stringify({ port })),
-  }, handler(server));
-  Deno.addSignalListener("SIGTERM", async () => {
-    await http.shutdown();
-    await sql.end({ timeout: 1 });
-    Deno.exit(0);
-  });
+  serve(fetchListener(handler(server)), () => sql.end({ timeout: 1 }));
 }

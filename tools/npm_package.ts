@@ -101,14 +101,18 @@ function jsrRegistry(): string {
 }
 
 /**
- * Builds the package and its dependencies into `out`.
+ * Builds the package and its dependencies into `out/node_modules`
+ * (replacing `@attesto/code-store`, `@jsr/std__crypto` and `postgres`
+ * there, and nothing else).
  *
- * @param out The folder to build into (created; its `node_modules` replaced).
+ * @param out The folder to build into.
  * @returns The package's folder.
  */
 export async function buildNpmPackage(out: string): Promise<string> {
   const modules = join(out, "node_modules");
-  await Deno.remove(modules, { recursive: true }).catch(() => {});
+  for (const name of ["@attesto/code-store", "@jsr/std__crypto", "postgres"]) {
+    await Deno.remove(join(modules, name), { recursive: true }).catch(() => {});
+  }
   const config = JSON.parse(
     await Deno.readTextFile(join(ROOT, "deno.json")),
   ) as { name: string; version: string; exports: Record<string, string> };
@@ -165,6 +169,59 @@ export async function buildNpmPackage(out: string): Promise<string> {
   // postgres, as npm installs it (Deno's copy is the npm tarball's files).
   await copyTree(await Deno.realPath(postgres), join(modules, "postgres"));
   return pkg;
+}
+
+/**
+ * Installs, with npm, the npm packages of `deno.json`'s imports named in
+ * `names` (at the versions it pins) into `out`: the servers the adapters
+ * are tested with. Run it before {@linkcode buildNpmPackage}, which adds
+ * the package beside them.
+ *
+ * @param out The folder.
+ * @param names Import names, such as `"oidc-provider"`.
+ */
+export async function installNpmDependencies(
+  out: string,
+  names: readonly string[],
+): Promise<void> {
+  const config = JSON.parse(
+    await Deno.readTextFile(join(ROOT, "deno.json")),
+  ) as { imports: Record<string, string> };
+  const dependencies: Record<string, string> = {};
+  for (const name of names) {
+    const specifier = config.imports[name];
+    const match = specifier?.match(/^npm:(@?[^@]+)@(.+)$/);
+    if (!match) throw new Error(`deno.json has no npm import ${name}`);
+    dependencies[match[1]!] = match[2]!;
+  }
+  await Deno.writeTextFile(
+    join(out, "package.json"),
+    JSON.stringify({ private: true, type: "module", dependencies }),
+  );
+  const { code, stderr } = await new Deno.Command("npm", {
+    args: ["install", "--no-audit", "--no-fund", "--loglevel=error"],
+    cwd: out,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (code !== 0) {
+    throw new Error(`npm install failed: ${new TextDecoder().decode(stderr)}`);
+  }
+}
+
+/**
+ * Transpiles files of this repository (examples, test programs) into `out`
+ * at the same relative paths, `.ts` to `.js`, for Node and Bun to run
+ * against the package in `out/node_modules`.
+ *
+ * @param out The folder.
+ * @param files Paths relative to the repository's root.
+ */
+export async function transpileFiles(
+  out: string,
+  files: readonly string[],
+): Promise<void> {
+  await transpileTree(ROOT, out, files);
 }
 
 async function copyTree(from: string, to: string): Promise<void> {

@@ -1,5 +1,6 @@
 /**
- * oidc-provider (`examples/oidc_provider.ts`) as a process, for the tests.
+ * oidc-provider (`examples/oidc_provider.ts`) as a process, for the tests;
+ * it runs on Deno, and on Node and Bun from the package as JSR builds it.
  * Configured by its environment:
  *
  * - `DATABASE_URL` (its `search_path` holds the tables), `MODE`: `store`
@@ -14,12 +15,17 @@
  * @module
  */
 
-import { createServer } from "node:http";
+import {
+  createServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
+import process from "node:process";
 import postgres from "postgres";
-import { type CodeStore, createCodeStore } from "../../mod.ts";
+import { type CodeStore, createCodeStore } from "@attesto/code-store";
 import { oidcProvider } from "../../examples/oidc_provider.ts";
 
-const env = (name: string) => Deno.env.get(name);
+const env = (name: string) => process.env[name];
 const mode = env("MODE") ?? "store";
 const sql = postgres(env("DATABASE_URL")!, {
   max: 8,
@@ -36,22 +42,32 @@ const counted: CodeStore = {
     return entry;
   },
 };
-const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-const port = listener.addr.port;
-listener.close();
-const { handler } = oidcProvider({
-  issuer: `http://127.0.0.1:${port}`,
-  sql,
-  store: mode === "store" ? counted : undefined,
-  memory: mode === "memory",
-  pkceRequired: env("PKCE") !== "optional",
-  revokeGrantOnReplay: env("REVOKE") !== "never",
-});
-createServer((req, res) => {
+// The issuer needs the port: listen first, then build the provider.
+let handler: (req: IncomingMessage, res: ServerResponse) => void = (
+  _req,
+  res,
+) => res.writeHead(503).end();
+const server = createServer((req, res) => {
   if (req.url === "/_wins") {
     res.setHeader("content-type", "application/json");
     res.end(JSON.stringify({ wins }));
   } else {
     handler(req, res);
   }
-}).listen(port, "127.0.0.1", () => console.log(JSON.stringify({ port })));
+}).listen(0, "127.0.0.1", () => {
+  const { port } = server.address() as { port: number };
+  handler = oidcProvider({
+    issuer: `http://127.0.0.1:${port}`,
+    sql,
+    store: mode === "store" ? counted : undefined,
+    memory: mode === "memory",
+    pkceRequired: env("PKCE") !== "optional",
+    revokeGrantOnReplay: env("REVOKE") !== "never",
+  }).handler;
+  console.log(JSON.stringify({ port }));
+});
+process.once("SIGTERM", () => {
+  server.close();
+  server.closeAllConnections();
+  sql.end({ timeout: 1 }).finally(() => process.exit(0));
+});
