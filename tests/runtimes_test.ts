@@ -10,7 +10,28 @@
 
 import { assert, assertEquals } from "@std/assert";
 import { createCodeStore, hashCode } from "../mod.ts";
-import { buildNpmPackage } from "../tools/npm_package.ts";
+import {
+  buildNpmPackage,
+  installNpmDependencies,
+  transpileFiles,
+} from "../tools/npm_package.ts";
+import {
+  authorize,
+  bursts,
+  type IssuedCode,
+  redeem,
+  serverDatabase,
+  startServer,
+} from "./support/oauth_servers.ts";
+import {
+  authorize as oidcAuthorize,
+  oidcDatabase,
+  token as oidcToken,
+} from "./support/oidc_flow.ts";
+import {
+  authorize as openAuthAuthorize,
+  exchange as openAuthExchange,
+} from "./support/openauth_flow.ts";
 import {
   databaseUrl,
   grant,
@@ -213,4 +234,117 @@ for (const [name, variable] of RUNTIMES) {
       assertEquals(unknown.code, 2);
     },
   });
+}
+
+/** The servers' programs, as JavaScript, beside the package and the servers. */
+const SERVER_FILES = [
+  "examples/serve.ts",
+  "examples/pkce.ts",
+  "examples/oidc_provider.ts",
+  "examples/oidc_postgres_adapter.ts",
+  "examples/openauth_issuer.ts",
+  "examples/ts_oauth2_server.ts",
+  "examples/node_oauth2_server.ts",
+  "tests/support/oidc_server.ts",
+];
+
+let serversBuilt: Promise<string> | undefined;
+/** A folder with the servers from npm, the package, and the programs. */
+function serverFolder(): Promise<string> {
+  return serversBuilt ??= (async () => {
+    const out = await Deno.makeTempDir({ prefix: "attesto-npm-servers-" });
+    await installNpmDependencies(out, [
+      "oidc-provider",
+      "@openauthjs/openauth",
+      "@jmondi/oauth2-server",
+      "@node-oauth/oauth2-server",
+    ]);
+    await buildNpmPackage(out);
+    await transpileFiles(out, SERVER_FILES);
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(out, { recursive: true });
+      } catch {
+        // Already gone.
+      }
+    });
+    return out;
+  })();
+}
+
+/**
+ * Each server with its adapter, as a program (relative to the folder), its
+ * database, its code and its token request.
+ */
+const SERVERS = [
+  {
+    name: "oidc-provider 9.13.3",
+    program: "tests/support/oidc_server.js",
+    env: { REVOKE: "never" },
+    database: oidcDatabase,
+    issue: (base: string) => oidcAuthorize(base) as Promise<IssuedCode>,
+    redeem: async (base: string, { code, verifier }: IssuedCode) =>
+      (await oidcToken(base, code, verifier)).status === 200,
+  },
+  {
+    name: "OpenAuth 0.4.3",
+    program: "examples/openauth_issuer.js",
+    env: {},
+    database: serverDatabase,
+    issue: (base: string) => openAuthAuthorize(base),
+    redeem: openAuthExchange,
+  },
+  {
+    name: "ts-oauth2-server 4.3.7",
+    program: "examples/ts_oauth2_server.js",
+    env: {},
+    database: serverDatabase,
+    issue: (base: string) => authorize(base),
+    redeem,
+  },
+  {
+    name: "node-oauth2-server 5.3.0",
+    program: "examples/node_oauth2_server.js",
+    env: {},
+    database: serverDatabase,
+    issue: (base: string) => authorize(base),
+    redeem,
+  },
+] as const;
+
+for (const [name, variable] of RUNTIMES) {
+  const bin = Deno.env.get(variable);
+  for (const s of SERVERS) {
+    Deno.test({
+      name:
+        `${name}: ${s.name} with its adapter, 2 processes: the flow gives a token, a replay none, and 50 concurrent token requests per code give 1 token each`,
+      ignore: !bin,
+      async fn() {
+        const cwd = await serverFolder();
+        await using t = await s.database();
+        const start = () =>
+          startServer(s.program, { DATABASE_URL: t.url, ...s.env }, {
+            bin: bin!,
+            cwd,
+          });
+        await using a = await start();
+        await using b = await start();
+        const first = await s.issue(a.base);
+        assert(first.code, "a code through the server's own flow");
+        assert(await s.redeem(b.base, first), "a token");
+        assertEquals(await s.redeem(a.base, first), false, "a replay");
+        const { issued } = await bursts(
+          [a, b],
+          5,
+          50,
+          () => s.issue(a.base),
+          s.redeem,
+        );
+        console.log(
+          `${name}, ${s.name}: tokens per code ${JSON.stringify(issued)}`,
+        );
+        assertEquals(issued, [1, 1, 1, 1, 1]);
+      },
+    });
+  }
 }

@@ -138,13 +138,20 @@ export interface ServerProcess extends AsyncDisposable {
   readonly base: string;
 }
 
-/** Starts `program` (a Deno module) as a process; waits until it listens. */
+/**
+ * Starts `program` as a process, waits until it listens: a Deno module,
+ * or with `runtime` a JavaScript file run by that binary (Node, Bun) from
+ * `cwd`.
+ */
 export async function startServer(
-  program: URL,
+  program: URL | string,
   env: Record<string, string>,
+  runtime?: { readonly bin: string; readonly cwd: string },
 ): Promise<ServerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", program.pathname, "--port", "0"],
+  const path = typeof program === "string" ? program : program.pathname;
+  const child = new Deno.Command(runtime?.bin ?? Deno.execPath(), {
+    args: runtime ? [path, "--port", "0"] : ["run", "-A", path, "--port", "0"],
+    ...(runtime ? { cwd: runtime.cwd } : {}),
     env,
     stdin: "null",
     stdout: "piped",
@@ -156,7 +163,7 @@ export async function startServer(
     const { value, done } = await reader.read();
     if (done) {
       await child.status;
-      throw new Error(`${program.pathname} exited before listening`);
+      throw new Error(`${path} exited before listening`);
     }
     text += value;
   }
