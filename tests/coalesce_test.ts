@@ -21,6 +21,7 @@ import {
 } from "../src/coalesce.ts";
 import {
   grant,
+  orHung,
   randomCode,
   statementCounter,
   testDatabase,
@@ -125,10 +126,7 @@ Deno.test("a runner that returns fewer outcomes than calls: every call settles, 
         expired: () => new Error("expired"),
       },
     );
-    const settled = await Promise.race([
-      Promise.allSettled([1, 2, 3].map(run)),
-      new Promise<"hung">((resolve) => setTimeout(() => resolve("hung"), 500)),
-    ]);
+    const settled = await orHung(Promise.allSettled([1, 2, 3].map(run)), 500);
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert(settled !== "hung", "every call settled");
     assertEquals(settled.map((r) => r.status), [

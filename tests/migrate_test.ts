@@ -21,6 +21,7 @@ import {
   end,
   failMidResult,
   grant,
+  orHung,
   randomCode,
   testDatabase,
 } from "./support/database.ts";
@@ -309,13 +310,13 @@ Deno.test("`migrate()` is bounded by `timeoutMs`: an upgrade that waits for a lo
   try {
     await holder`begin`;
     await holder`lock table ${holder(t.table)} in access exclusive mode`;
-    const outcome = await Promise.race([
+    const outcome = await orHung(
       migrate(t.sql, { table: t.table, timeoutMs: 300 }).then(
         () => "migrated",
         (error) => String(error.code),
       ),
-      new Promise((resolve) => setTimeout(() => resolve("hung"), 30_000)),
-    ]);
+      30_000,
+    );
     // The lock wait ends with lock_timeout (55P03), or the client's bound.
     assert(
       outcome === "55P03" || outcome === "ERR_OPERATION_TIMEOUT",

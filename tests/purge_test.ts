@@ -12,6 +12,7 @@ import {
   end,
   failMidResult,
   grant,
+  orHung,
   randomCode,
   type TestDatabase,
   testDatabase,
@@ -145,13 +146,13 @@ Deno.test("`purgeExpired()` is bounded by `timeoutMs`: a table locked elsewhere 
   try {
     await holder`begin`;
     await holder`lock table ${holder(t.table)} in access exclusive mode`;
-    outcome = await Promise.race([
+    outcome = await orHung(
       purgeExpired(t.sql, { table: t.table, timeoutMs: 300 }).then(
         () => "purged",
         (error) => String(error.code),
       ),
-      new Promise((resolve) => setTimeout(() => resolve("hung"), 30_000)),
-    ]);
+      30_000,
+    );
     // The cancel request reached the server: nothing waits for the lock.
     for (let i = 0; i < 50; i++) {
       const [{ n }] = await t.sql<[{ n: number }]>`

@@ -147,3 +147,25 @@ export async function failMidResult(sql: Sql): Promise<void> {
   }
   throw new Error("the statement did not fail");
 }
+
+/**
+ * `promise`'s value, or `"hung"` if it has not settled after `ms` (a bound
+ * for a call that must settle by itself, not a measure); the timer is
+ * cleared either way.
+ */
+export async function orHung<T>(
+  promise: Promise<T>,
+  ms: number,
+): Promise<T | "hung"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<"hung">((resolve) => {
+        timer = setTimeout(() => resolve("hung"), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
