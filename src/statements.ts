@@ -91,7 +91,10 @@ function distinct<I>(batch: Batch<I>, sent: readonly number[]): I[] {
  * single use per code value), or that repeats an earlier row of the batch
  * is not inserted, and is a {@linkcode DuplicateCodeError} for its caller
  * alone; nothing is ever overwritten. The tombstone is looked up by the same
- * statement, not before it.
+ * statement, not before it. A row whose code a concurrent `take` was
+ * redeeming (the insert waited for it) is deleted again and is a
+ * `DuplicateCodeError` too: its tombstone, committed after the statement's
+ * snapshot, would make it a code no one can redeem.
  */
 export function insertRows(
   sql: Sql,
@@ -115,20 +118,45 @@ export function insertRows(
       },
       (rows) =>
         sql`
-          insert into ${identifier(sql, codes)} (${columns(sql)})
-          select ${columns(sql)}
-          from jsonb_populate_recordset(null::${
+          with inserted as (
+            insert into ${identifier(sql, codes)} (${columns(sql)})
+            select ${columns(sql)}
+            from jsonb_populate_recordset(null::${
           identifier(sql, codes)
         }, ${rows}) r
-          where not exists (
-            select from ${identifier(sql, spent)} s
-            where s.code_hash = r.code_hash and s.expires_at > now()
+            where not exists (
+              select from ${identifier(sql, spent)} s
+              where s.code_hash = r.code_hash and s.expires_at > now()
+            )
+            on conflict (code_hash) do nothing
+            returning code_hash
           )
-          on conflict (code_hash) do nothing
-          returning code_hash
+          -- A row inserted although the statement's snapshot holds one with
+          -- the same hash: a take was deleting it, and the insert waited for
+          -- its commit. The tombstone it wrote is not in the snapshot.
+          select code_hash, exists (
+            select from ${identifier(sql, codes)} c
+            where c.code_hash = inserted.code_hash
+          )::text
+          from inserted
         `.raw(),
     );
-    const stored = new Set(decode(inserted).map(([hash]) => hash));
+    const stored = new Set<string>();
+    const raced: string[] = [];
+    for (const [hash, redeemed] of decode(inserted)) {
+      if (redeemed === "true") raced.push(hash!);
+      else stored.add(hash!);
+    }
+    // Such a code value was just redeemed: its new row could never be (a
+    // live tombstone), so it goes, and its caller learns it.
+    if (raced.length > 0) {
+      await sql`
+        delete from ${identifier(sql, codes)}
+        where code_hash in (select jsonb_array_elements_text(${
+        sql.json(raced)
+      }))
+      `;
+    }
     return batch.inputs.map(({ code_hash: hash }, i) =>
       owner.get(hash) === i && stored.has(hash)
         ? { value: undefined }

@@ -259,3 +259,51 @@ Deno.test("`take` runs a statement that is safe by itself: a hash list in one in
   assertEquals(outcomes, [{ value: null }]);
   for (const code of codes) assert(await store.take(code), "still stored");
 });
+
+for (const coalesce of [true, false]) {
+  Deno.test(`\`put()\` of a code whose redemption commits while the put waits is a DuplicateCodeError, and stores nothing (coalesce: ${coalesce})`, async () => {
+    await using t = await testDatabase();
+    const store = createCodeStore(t.sql, { table: t.table, coalesce });
+    const code = randomCode();
+    await store.put({ code, data: grant(), expiresAt: IN_A_MINUTE });
+    // A redemption in flight: the take's delete and tombstone, not yet
+    // committed (what `take`'s one statement does, held open).
+    const taker = await t.sql.reserve();
+    let again: Promise<unknown>;
+    try {
+      await taker`begin`;
+      await taker`
+        with gone as (
+          delete from ${taker(t.table)} where code_hash = ${hashCode(code)}
+          returning *
+        )
+        insert into ${taker(`${t.table}_spent`)} (code_hash, client_id,
+          subject, redirect_uri, code_challenge, grant_id, spent_at, expires_at)
+        select code_hash, client_id, subject, redirect_uri, code_challenge,
+          grant_id, now(), now() + interval '1 day'
+        from gone
+      `;
+      // The same code value stored again: its insert waits for the take.
+      again = store.put({ code, data: grant(), expiresAt: IN_A_MINUTE })
+        .then(() => "stored", (error) => error);
+      for (let i = 0;; i++) {
+        const [{ n }] = await t.sql<[{ n: number }]>`
+          select count(*)::int as n from pg_stat_activity
+          where wait_event_type = 'Lock' and query ilike '%insert into%'
+            and pid <> pg_backend_pid()
+        `;
+        if (n > 0) break;
+        assert(i < 500, "the put never waited for the take");
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await taker`commit`;
+    } finally {
+      taker.release();
+    }
+    assertInstanceOf(await again, DuplicateCodeError);
+    const [{ n }] = await t.sql<[{ n: number }]>`
+      select count(*)::int as n from ${t.sql(t.table)}
+    `;
+    assertEquals(n, 0, "no row that could never be redeemed");
+  });
+}
