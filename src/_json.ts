@@ -31,6 +31,11 @@ export function jsonObject(value: unknown, field: string): JsonObject {
   if (!isPlainObject(value)) {
     throw new InvalidRecordError(field, "must be a JSON object");
   }
+  // The usual claims and context: nothing to walk.
+  if (
+    Object.getOwnPropertyNames(value).length === 0 &&
+    Object.getOwnPropertySymbols(value).length === 0
+  ) return {};
   const fail = (rule: string): never => {
     throw new InvalidRecordError(field, rule);
   };

@@ -276,25 +276,32 @@ export function validateEntry(input: unknown): CodeEntry {
  * @throws {InvalidRecordError} On the first rule broken.
  */
 export function entryFromColumns(values: readonly unknown[]): CodeEntry {
-  const [codeHash, clientId, subject, redirectUri, scope, codeChallenge] =
-    values;
-  const [method, nonce, dpopJkt, claims, resource, expiresAt, grantId] = values
-    .slice(6);
-  const context = values[13];
-  return entry(codeHash, {
-    clientId,
-    subject,
-    redirectUri,
-    scope,
-    codeChallenge,
-    codeChallengeMethod: method,
-    nonce,
-    dpopJkt,
-    claims,
-    resource,
-    grantId,
-    context,
-  }, expiresAt);
+  if (!Array.isArray(values) || values.length !== CODE_COLUMNS.length) {
+    throw new InvalidRecordError(
+      "row",
+      `must have the ${CODE_COLUMNS.length} columns of the codes table`,
+    );
+  }
+  // The object is built here with exactly the grant's keys: its fields are
+  // validated one by one, without the key check `toRecord` needs.
+  return {
+    codeHash: sha256Base64url(values[0], "codeHash"),
+    data: grantFields({
+      clientId: values[1],
+      subject: values[2],
+      redirectUri: values[3],
+      scope: values[4],
+      codeChallenge: values[5],
+      codeChallengeMethod: values[6],
+      nonce: values[7],
+      dpopJkt: values[8],
+      claims: values[9],
+      resource: values[10],
+      grantId: values[12],
+      context: values[13],
+    }),
+    expiresAt: expiry(values[11]),
+  };
 }
 
 function entry(
@@ -348,7 +355,11 @@ function expiry(value: unknown): number {
 }
 
 function validateGrant(value: unknown): StoredGrantData {
-  const d = ownFields(value, "data", GRANT_KEYS);
+  return grantFields(ownFields(value, "data", GRANT_KEYS));
+}
+
+/** The grant's rules, field by field, on an object with only its keys. */
+function grantFields(d: Readonly<Record<string, unknown>>): StoredGrantData {
   const method = required(d.codeChallengeMethod, "data.codeChallengeMethod");
   if (method !== "S256") {
     throw new InvalidRecordError(
