@@ -8,9 +8,8 @@
 import type { Sql } from "postgres";
 import { bounded, boundedQuery } from "./_cancel.ts";
 import { decode } from "./_driver.ts";
-import { SHA256_BASE64URL } from "./_grammar.ts";
 import { hashCode } from "./hash_code.ts";
-import { CODE_COLUMNS } from "./schema.ts";
+import { CODE_TABLE, type Column, names, SPENT_TABLE } from "./_columns.ts";
 import { knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName, quoteName, type TableName } from "./table_name.ts";
 
@@ -34,10 +33,6 @@ export interface MigrateOptions {
 
 /** The default of {@linkcode MigrateOptions.timeoutMs}: 30 seconds. */
 export const DEFAULT_MIGRATE_TIMEOUT_MS = 30_000;
-
-// The tables' own check of a SHA-256 base64url value: the same pattern as
-// the store's (it holds no quote).
-const BASE64URL_43 = `'${SHA256_BASE64URL.source}'`;
 
 /**
  * The DDL of the codes table and of its tombstone table (`<table>_spent`),
@@ -69,41 +64,25 @@ function ddl(table: TableName): string {
   const codes = quoteName(table.qualified);
   const spent = quoteName(table.spent);
   const [expiry, grants, spentExpiry] = indexNames(table).map(quoteName);
+  const column = (c: Column) =>
+    `${c.comment ? `  -- ${c.comment}\n` : ""}  ${c.name} ${c.ddl}`;
+  const added = CODE_TABLE.filter((c) => c.since !== undefined);
   return `CREATE TABLE IF NOT EXISTS ${codes} (
-  -- base64url SHA-256 of the code; "C" collation: byte order, no locale cost.
-  code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
-  client_id text NOT NULL CHECK (client_id <> ''),
-  subject text NOT NULL CHECK (subject <> ''),
-  redirect_uri text NOT NULL CHECK (redirect_uri <> ''),
-  scope text[] NOT NULL,
-  code_challenge text NOT NULL CHECK (code_challenge ~ ${BASE64URL_43}),
-  code_challenge_method text NOT NULL CHECK (code_challenge_method = 'S256'),
-  nonce text,
-  dpop_jkt text,
-  claims jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(claims) = 'object'),
-  resource text[] NOT NULL DEFAULT '{}',
-  expires_at timestamptz NOT NULL,
-  inserted_at timestamptz NOT NULL DEFAULT now()
+${CODE_TABLE.filter((c) => c.since === undefined).map(column).join(",\n")}
 );
--- 0.2: the grant (token family) a code starts, for reuse detection.
-ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS grant_id text;
--- 0.2: what else the token endpoint needs (an OpenID provider's acr, sid...).
-ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS context jsonb NOT NULL
-  DEFAULT '{}' CHECK (jsonb_typeof(context) = 'object');
+${
+    added.map((c) =>
+      `-- ${c.since}: ${c.comment ?? c.name}
+ALTER TABLE ${codes} ADD COLUMN IF NOT EXISTS ${c.name} ${c.ddl};`
+    ).join("\n")
+  }
 CREATE INDEX IF NOT EXISTS ${expiry} ON ${codes} (expires_at);
 -- 0.2: the live codes of a grant, for revokeGrant().
 CREATE INDEX IF NOT EXISTS ${grants}
   ON ${codes} (grant_id) WHERE grant_id IS NOT NULL;
 -- 0.2: tombstones of redeemed codes, kept until expires_at.
 CREATE TABLE IF NOT EXISTS ${spent} (
-  code_hash text COLLATE "C" PRIMARY KEY CHECK (code_hash ~ ${BASE64URL_43}),
-  client_id text NOT NULL,
-  subject text NOT NULL,
-  redirect_uri text NOT NULL,
-  code_challenge text NOT NULL,
-  grant_id text,
-  spent_at timestamptz NOT NULL,
-  expires_at timestamptz NOT NULL
+${SPENT_TABLE.map(column).join(",\n")}
 );
 CREATE INDEX IF NOT EXISTS ${spentExpiry}
   ON ${spent} (expires_at);
@@ -115,17 +94,8 @@ CREATE INDEX IF NOT EXISTS ${spentExpiry}
  * looks for before it runs any DDL.
  */
 const CURRENT_COLUMNS = {
-  codes: [...CODE_COLUMNS, "inserted_at"],
-  spent: [
-    "code_hash",
-    "client_id",
-    "subject",
-    "redirect_uri",
-    "code_challenge",
-    "grant_id",
-    "spent_at",
-    "expires_at",
-  ],
+  codes: names(CODE_TABLE),
+  spent: names(SPENT_TABLE),
 } as const;
 
 /**

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { CODE_TABLE, TOMBSTONE_FROM_ROW } from "./_columns.ts";
 import { InvalidRecordError } from "./errors.ts";
 import {
   isCodeSyntax,
@@ -69,23 +70,15 @@ export type CodeRow = {
   readonly context: JsonObject;
 };
 
-/** The columns of {@linkcode CodeRow}, in table order. */
-export const CODE_COLUMNS: readonly (keyof CodeRow)[] = [
-  "code_hash",
-  "client_id",
-  "subject",
-  "redirect_uri",
-  "scope",
-  "code_challenge",
-  "code_challenge_method",
-  "nonce",
-  "dpop_jkt",
-  "claims",
-  "resource",
-  "expires_at",
-  "grant_id",
-  "context",
-];
+/** The columns of {@linkcode CodeRow}, in table order (from `_columns.ts`). */
+export const CODE_COLUMNS: readonly (keyof CodeRow)[] = CODE_TABLE
+  .filter((column) => column.row)
+  .map((column) => column.name as keyof CodeRow);
+
+/** Where each column of {@linkcode CODE_COLUMNS} is in a positional row. */
+const AT = Object.fromEntries(
+  CODE_COLUMNS.map((column, i) => [column, i]),
+) as Record<keyof CodeRow, number>;
 
 const ENTRY_KEYS = ["codeHash", "data", "expiresAt"] as const;
 const NEW_CODE_KEYS = ["code", "data", "expiresAt"] as const;
@@ -228,16 +221,22 @@ export function toRecord(row: CodeRow): CodeEntry {
 }
 
 /**
- * Validates a tombstone read from the database (the columns `code_hash`,
- * `client_id`, `subject`, `redirect_uri`, `code_challenge`, `grant_id`
- * and the spending time in epoch seconds, in that order): a row written by
- * other means that breaks the rules is refused like an entry.
+ * Validates a tombstone read from the database (the columns of
+ * `TOMBSTONE_FROM_ROW` in `_columns.ts`, then the spending time in epoch
+ * seconds): a row written by other means that breaks the rules is refused
+ * like an entry.
  *
  * @throws {InvalidRecordError} On the first rule broken.
  */
 export function toSpentCode(values: readonly unknown[]): SpentCode {
-  const [codeHash, clientId, subject, redirectUri, challenge, grantId] = values;
-  const spentAt = values[6];
+  const at = (column: string) => values[TOMBSTONE_FROM_ROW.indexOf(column)];
+  const codeHash = at("code_hash");
+  const clientId = at("client_id");
+  const subject = at("subject");
+  const redirectUri = at("redirect_uri");
+  const challenge = at("code_challenge");
+  const grantId = at("grant_id");
+  const spentAt = values[TOMBSTONE_FROM_ROW.length];
   if (
     typeof spentAt !== "number" || !Number.isInteger(spentAt) || spentAt < 0
   ) {
@@ -285,22 +284,22 @@ export function entryFromColumns(values: readonly unknown[]): CodeEntry {
   // The object is built here with exactly the grant's keys: its fields are
   // validated one by one, without the key check `toRecord` needs.
   return {
-    codeHash: sha256Base64url(values[0], "codeHash"),
+    codeHash: sha256Base64url(values[AT.code_hash], "codeHash"),
     data: grantFields({
-      clientId: values[1],
-      subject: values[2],
-      redirectUri: values[3],
-      scope: values[4],
-      codeChallenge: values[5],
-      codeChallengeMethod: values[6],
-      nonce: values[7],
-      dpopJkt: values[8],
-      claims: values[9],
-      resource: values[10],
-      grantId: values[12],
-      context: values[13],
+      clientId: values[AT.client_id],
+      subject: values[AT.subject],
+      redirectUri: values[AT.redirect_uri],
+      scope: values[AT.scope],
+      codeChallenge: values[AT.code_challenge],
+      codeChallengeMethod: values[AT.code_challenge_method],
+      nonce: values[AT.nonce],
+      dpopJkt: values[AT.dpop_jkt],
+      claims: values[AT.claims],
+      resource: values[AT.resource],
+      grantId: values[AT.grant_id],
+      context: values[AT.context],
     }),
-    expiresAt: expiry(values[11]),
+    expiresAt: expiry(values[AT.expires_at]),
   };
 }
 

@@ -1,19 +1,24 @@
 /**
  * The store's statements, one per batch of calls (see `coalesce.ts`).
  *
- * Inputs travel as one `jsonb` parameter that postgres.js serialises when it
- * writes the statement to a connection ({@linkcode Batch.send}): a call that
- * timed out before then is not in it. Results are read as raw bytes (an
- * entry is one JSON text column, parsed once here), so the statements work
- * with any postgres.js options (`prepare: false`, `fetch_types: false`,
- * column and value transforms). No statement text is ever built from a
- * value.
+ * Each statement's text is built once, when its runner is made (once per
+ * store and pool), from the validated table names and the column lists of
+ * `_columns.ts`; it is sent with `sql.unsafe` and one `jsonb` parameter.
+ * postgres.js serialises that parameter when it writes the statement to a
+ * connection ({@linkcode Batch.send}): a call that timed out before then is
+ * not in it. Results are read as raw bytes (an entry is one JSON text
+ * column, parsed once here), so the statements work with any postgres.js
+ * options (`prepare: false`, `fetch_types: false`, column and value
+ * transforms: the store's identifiers are quoted here, never passed
+ * through the pool's `transform.column.to`). No statement text is ever
+ * built from a value.
  *
  * @module
  */
 
 import type { Sql } from "postgres";
 import { cancelWhenRunning } from "./_cancel.ts";
+import { names, SPENT_TABLE, TOMBSTONE_FROM_ROW } from "./_columns.ts";
 import { decode } from "./_driver.ts";
 import { quoteName } from "./table_name.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
@@ -36,10 +41,14 @@ export interface Tables {
   readonly retention: number;
 }
 
+/** A raw result: each row's columns as bytes (holes possible, see `decode`). */
+type Raw = readonly (readonly (Uint8Array | null)[] | undefined)[];
+
 /**
- * Runs the statement `build` makes for a batch, its input being the JSON of
- * `payload(sent)` for the calls still waiting when it is written. Once every
- * call has timed out while it runs, a cancel request is sent.
+ * Runs `text` for a batch, its one parameter (`$1`, jsonb) being the JSON
+ * of `payload(sent)` for the calls still waiting when it is written. Once
+ * every call has timed out, a cancel request is sent while the server
+ * works on it. Prepared as the pool's `prepare` option says.
  *
  * A serialization failure (40001) is retried, with the calls still
  * waiting: under a `default_transaction_isolation` of `repeatable read` or
@@ -48,24 +57,26 @@ export interface Tables {
  * and the retry's snapshot has the winner's commit, so a loser gets `null`
  * (or its `DuplicateCodeError`), whatever the server's default.
  */
-async function execute<R>(
+async function execute(
   sql: Sql,
   batch: Batch<unknown>,
   payload: (sent: readonly number[]) => unknown,
-  build: (json: ReturnType<Sql["json"]>) => Promise<R>,
-): Promise<R> {
-  let query: Promise<R> | undefined;
+  text: string,
+): Promise<Raw> {
+  const prepare = { prepare: sql.options?.prepare !== false };
+  let query: Promise<Raw> | undefined;
   let settled = false;
   batch.onAbandoned(() => cancelWhenRunning(sql, query, () => settled));
   for (let attempt = 1;; attempt++) {
     const retry = attempt > 1;
     settled = false;
-    query = build(sql.json({
+    const input = sql.json({
       toJSON: () =>
         payload(
           retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
         ),
-    }));
+    });
+    query = sql.unsafe(text, [input as never], prepare).raw() as Promise<Raw>;
     try {
       return await query;
     } catch (error) {
@@ -80,10 +91,18 @@ async function execute<R>(
 /** Attempts of a statement that fails with a serialization failure. */
 const SERIALIZATION_RETRIES = 16;
 
-/** Distinct inputs of the sent calls. */
-function distinct<I>(batch: Batch<I>, sent: readonly number[]): I[] {
-  return [...new Set(sent.map((i) => batch.inputs[i]!))];
+/** The inputs of the sent calls, as they are (a hash twice is harmless). */
+function inputsOf<I>(batch: Batch<I>, sent: readonly number[]): I[] {
+  return sent.map((i) => batch.inputs[i]!);
 }
+
+/** A list of column names, comma-separated, optionally qualified. */
+function list(columns: readonly string[], qualifier = ""): string {
+  return columns.map((column) => qualifier + column).join(", ");
+}
+
+/** The hashes of the batch's `$1`, as a set a statement can match. */
+const HASHES = "(select jsonb_array_elements_text($1))";
 
 /**
  * `put`: one `INSERT` of the batch's rows. A row whose hash is stored, or
@@ -100,6 +119,27 @@ export function insertRows(
   sql: Sql,
   { codes, spent }: Tables,
 ): BatchRunner<CodeRow, void> {
+  const table = quoteName(codes);
+  const text = `
+    with inserted as (
+      insert into ${table} (${list(CODE_COLUMNS)})
+      select ${list(CODE_COLUMNS)}
+      from jsonb_populate_recordset(null::${table}, $1) r
+      where not exists (
+        select from ${quoteName(spent)} s
+        where s.code_hash = r.code_hash and s.expires_at > now()
+      )
+      on conflict (code_hash) do nothing
+      returning code_hash
+    )
+    -- A row inserted although the statement's snapshot holds one with the
+    -- same hash: a take was deleting it, and the insert waited for its
+    -- commit. The tombstone it wrote is not in the snapshot.
+    select code_hash, exists (
+      select from ${table} c where c.code_hash = inserted.code_hash
+    )::text
+    from inserted`;
+  const undo = `delete from ${table} where code_hash in ${HASHES}`;
   return async (batch) => {
     // The first sent row of each hash goes in the statement; the others of
     // the batch are duplicates of it. Which call's row was sent is known,
@@ -116,30 +156,7 @@ export function insertRows(
         }
         return [...owner.values()].map((i) => batch.inputs[i]);
       },
-      (rows) =>
-        sql`
-          with inserted as (
-            insert into ${identifier(sql, codes)} (${columns(sql)})
-            select ${columns(sql)}
-            from jsonb_populate_recordset(null::${
-          identifier(sql, codes)
-        }, ${rows}) r
-            where not exists (
-              select from ${identifier(sql, spent)} s
-              where s.code_hash = r.code_hash and s.expires_at > now()
-            )
-            on conflict (code_hash) do nothing
-            returning code_hash
-          )
-          -- A row inserted although the statement's snapshot holds one with
-          -- the same hash: a take was deleting it, and the insert waited for
-          -- its commit. The tombstone it wrote is not in the snapshot.
-          select code_hash, exists (
-            select from ${identifier(sql, codes)} c
-            where c.code_hash = inserted.code_hash
-          )::text
-          from inserted
-        `.raw(),
+      text,
     );
     const stored = new Set<string>();
     const raced: string[] = [];
@@ -150,12 +167,7 @@ export function insertRows(
     // Such a code value was just redeemed: its new row could never be (a
     // live tombstone), so it goes, and its caller learns it.
     if (raced.length > 0) {
-      await sql`
-        delete from ${identifier(sql, codes)}
-        where code_hash in (select jsonb_array_elements_text(${
-        sql.json(raced)
-      }))
-      `;
+      await sql.unsafe(undo, [sql.json(raced) as never]);
     }
     return batch.inputs.map(({ code_hash: hash }, i) =>
       owner.get(hash) === i && stored.has(hash)
@@ -166,43 +178,60 @@ export function insertRows(
 }
 
 /**
+ * An entry as one JSON array, the columns of {@linkcode CODE_COLUMNS} in
+ * order, `expires_at` in epoch seconds.
+ */
+const ENTRY_JSON = `json_build_array(${
+  list(CODE_COLUMNS.map((column) =>
+    column === "expires_at" ? "extract(epoch from expires_at)" : column
+  ))
+})::text`;
+
+/**
  * `take`: one statement redeems the batch's hashes: `DELETE ... RETURNING`
  * the entries, and in the same statement (a data-modifying CTE) their
- * tombstones are written. A row whose code already has a live tombstone
- * (it was redeemed before, and stored again by other means) is deleted but
- * returned to no one, so a code value is redeemed at most once while its
- * tombstone lasts. Each entry goes to exactly one caller: the first still
- * waiting that asked for it; the others get `null`.
+ * tombstones are written, kept `retention` seconds. A tombstone that exists
+ * and has not expired is kept as it is, and its row is deleted but
+ * returned to no one (it was redeemed before, and stored again by other
+ * means), so a code value is redeemed at most once while its tombstone
+ * lasts; an expired one is replaced. Each entry goes to exactly one caller:
+ * the first still waiting that asked for it; the others get `null`.
  */
 export function deleteRows(
   sql: Sql,
-  tables: Tables,
+  { codes, spent, retention }: Tables,
 ): BatchRunner<string, CodeEntry | null> {
+  const kept = TOMBSTONE_FROM_ROW.filter((column) => column !== "code_hash");
+  const text = `
+    with spent as (
+      delete from ${quoteName(codes)}
+      where code_hash = any(array${HASHES})
+      returning *
+    ), tombstones as (
+      insert into ${quoteName(spent)} as s (${list(names(SPENT_TABLE))})
+      select ${list(TOMBSTONE_FROM_ROW)}, now(),
+        now() + make_interval(secs => ${Math.trunc(retention)})
+      from spent
+      on conflict (code_hash) do update set
+        ${
+    list([...kept, "spent_at", "expires_at"].map((c) => `${c} = excluded.${c}`))
+  }
+      where s.expires_at <= now()
+      returning code_hash
+    )
+    select ${ENTRY_JSON}
+    from spent
+    where code_hash in (select code_hash from tombstones)`;
   return async (batch) => {
-    const spent = await execute(
+    const taken = await execute(
       sql,
       batch,
-      // A hash twice in the list is harmless: its row is deleted once.
-      (sent) => sent.map((i) => batch.inputs[i]),
-      (hashes) =>
-        sql`
-          with spent as (
-            delete from ${identifier(sql, tables.codes)}
-            where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
-            returning *
-          ), ${tombstones(sql, tables)}
-          -- One JSON text per row, the columns of CODE_COLUMNS in order.
-          select json_build_array(code_hash, client_id, subject,
-            redirect_uri, scope, code_challenge, code_challenge_method, nonce,
-            dpop_jkt, claims, resource, extract(epoch from expires_at),
-            grant_id, context)::text
-          from spent
-          where code_hash in (select code_hash from tombstones)
-        `.raw(),
+      (sent) => inputsOf(batch, sent),
+      text,
     );
     const rows = new Map<string, unknown[]>();
-    for (const [text] of decode(spent)) {
-      const values = JSON.parse(text!) as unknown[];
+    for (const [json] of decode(taken)) {
+      const values = JSON.parse(json!) as unknown[];
       rows.set(values[0] as string, values);
     }
     return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
@@ -227,17 +256,16 @@ export function deleteGrants(
   sql: Sql,
   { codes }: Tables,
 ): BatchRunner<string, number> {
+  const text = `
+    delete from ${quoteName(codes)}
+    where grant_id in (select jsonb_array_elements_text($1))
+    returning grant_id`;
   return async (batch) => {
     const deleted = await execute(
       sql,
       batch,
-      (sent) => distinct(batch, sent),
-      (grants) =>
-        sql`
-          delete from ${identifier(sql, codes)}
-          where grant_id in (select jsonb_array_elements_text(${grants}))
-          returning grant_id
-        `.raw(),
+      (sent) => [...new Set(inputsOf(batch, sent))],
+      text,
     );
     const counts = new Map<string, number>();
     for (const [grant] of decode(deleted)) {
@@ -261,55 +289,30 @@ export function purgeRows(
   sql: Sql,
   table: string,
 ): BatchRunner<number, number> {
+  const name = quoteName(table);
+  const text = `
+    with doomed as (
+      select code_hash from ${name}
+      where expires_at < now()
+      order by expires_at
+      limit ($1->>0)::int
+      for update skip locked
+    ), gone as (
+      delete from ${name}
+      where code_hash in (select code_hash from doomed)
+      returning 1
+    )
+    select count(*)::int from gone`;
   return async (batch) => {
     const result = await execute(
       sql,
       batch,
       (sent) => [sent.length > 0 ? batch.inputs[sent[0]!] : 0],
-      (size) =>
-        sql`
-          with doomed as (
-            select code_hash from ${identifier(sql, table)}
-            where expires_at < now()
-            order by expires_at
-            limit (${size}->>0)::int
-            for update skip locked
-          ), gone as (
-            delete from ${identifier(sql, table)}
-            where code_hash in (select code_hash from doomed)
-            returning 1
-          )
-          select count(*)::int from gone
-        `.raw(),
+      text,
     );
     const [[count] = []] = decode(result);
     return batch.inputs.map(() => ({ value: Number(count) }));
   };
-}
-
-/**
- * The tombstones of the rows in `spent`, kept `retention` seconds. One that
- * exists and has not expired is kept as it is (and its row not returned);
- * an expired one is replaced.
- */
-function tombstones(sql: Sql, { spent, retention }: Tables) {
-  return sql`
-    tombstones as (
-      insert into ${identifier(sql, spent)} as s (code_hash, client_id, subject,
-        redirect_uri, code_challenge, grant_id, spent_at, expires_at)
-      select code_hash, client_id, subject, redirect_uri, code_challenge,
-        grant_id, now(), now() + make_interval(secs => ${retention})
-      from spent
-      on conflict (code_hash) do update set
-        client_id = excluded.client_id, subject = excluded.subject,
-        redirect_uri = excluded.redirect_uri,
-        code_challenge = excluded.code_challenge,
-        grant_id = excluded.grant_id, spent_at = excluded.spent_at,
-        expires_at = excluded.expires_at
-      where s.expires_at <= now()
-      returning code_hash
-    )
-  `;
 }
 
 /**
@@ -320,50 +323,31 @@ export function findTombstones(
   sql: Sql,
   { spent: table }: Tables,
 ): BatchRunner<string, SpentCode | null> {
+  const text = `
+    select ${list(TOMBSTONE_FROM_ROW)},
+      floor(extract(epoch from spent_at))::float8
+    from ${quoteName(table)}
+    where code_hash = any(array${HASHES}) and expires_at > now()`;
   return async (batch) => {
     const found = await execute(
       sql,
       batch,
-      (sent) => sent.map((i) => batch.inputs[i]),
-      (hashes) =>
-        sql`
-          select code_hash, client_id, subject, redirect_uri, code_challenge,
-            grant_id, floor(extract(epoch from spent_at))::float8
-          from ${identifier(sql, table)}
-          where code_hash = any(array(select jsonb_array_elements_text(${hashes})))
-            and expires_at > now()
-        `.raw(),
+      (sent) => inputsOf(batch, sent),
+      text,
     );
-    const rows = byHash(decode(found));
+    const rows = new Map<string, (string | null)[]>();
+    for (const row of decode(found)) rows.set(row[0]!, row);
+    const at = TOMBSTONE_FROM_ROW.length;
     return batch.inputs.map((hash) => {
       const row = rows.get(hash);
       if (!row) return { value: null };
       try {
-        return { value: toSpentCode([...row.slice(0, 6), Number(row[6])]) };
+        return {
+          value: toSpentCode([...row.slice(0, at), Number(row[at])]),
+        };
       } catch (error) {
         return { error };
       }
     });
   };
-}
-
-/**
- * A table name as a fragment of statement text, quoted here: `sql(name)`
- * would pass it through the pool's `transform.column.to`, which is meant
- * for the caller's own columns and would rename the store's tables.
- */
-function identifier(sql: Sql, name: string) {
-  return sql.unsafe(quoteName(name));
-}
-
-/** {@linkcode CODE_COLUMNS}, quoted, as a fragment of statement text. */
-function columns(sql: Sql) {
-  return sql.unsafe(CODE_COLUMNS.map((column) => `"${column}"`).join(", "));
-}
-
-/** The rows by their first column, the hash. */
-function byHash(rows: readonly (string | null)[][]) {
-  const found = new Map<string, (string | null)[]>();
-  for (const row of rows) found.set(row[0]!, row);
-  return found;
 }
