@@ -92,29 +92,162 @@ export interface Quiet {
 /** The smallest part a group of waiting calls is split into. */
 const SPLIT_AT = 32;
 
-const QUEUED = 0;
-const BATCHED = 1;
-const SENT = 2;
-const SETTLED = 3;
+/**
+ * Where a call is: waiting for a slot, in a statement not yet written to a
+ * connection, in one written, or answered (or timed out).
+ */
+type CallState = "queued" | "batched" | "sent" | "settled";
 
 interface Call<I, O> {
   readonly input: I;
   readonly deadline: number;
   readonly resolve: (value: O) => void;
   readonly reject: (error: unknown) => void;
-  state: typeof QUEUED | typeof BATCHED | typeof SENT | typeof SETTLED;
-  batch: InFlight | undefined;
+  state: CallState;
+  flight: Flight<I, O> | undefined;
 }
 
-/** The bookkeeping of a statement in flight. */
-interface InFlight {
+/**
+ * The unsettled calls of a coalescer in arrival order, which is deadline
+ * order (every call has the same timeout), and the one timer that rejects
+ * each call whose deadline has passed. Settled calls leave from the front.
+ */
+class DeadlineQueue<I, O> {
+  #calls: Call<I, O>[] = [];
+  #head = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #timeout: number;
+  readonly #expire: (call: Call<I, O>) => void;
+
+  /**
+   * @param timeout Milliseconds each call may wait.
+   * @param expire Called for each call whose deadline has passed.
+   */
+  constructor(timeout: number, expire: (call: Call<I, O>) => void) {
+    this.#timeout = timeout;
+    this.#expire = expire;
+  }
+
+  /** Adds a call; its deadline is the latest so far. */
+  add(call: Call<I, O>): void {
+    this.#calls.push(call);
+    this.#arm();
+  }
+
+  /** Drops settled calls from the front; no timer when none is left. */
+  trim(): void {
+    const calls = this.#calls;
+    while (
+      this.#head < calls.length && calls[this.#head]!.state === "settled"
+    ) {
+      this.#head++;
+    }
+    if (this.#head === calls.length) {
+      // Nothing left to time out: no timer keeps the process alive.
+      this.#calls = [];
+      this.#head = 0;
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      this.#timer = undefined;
+    } else if (this.#head > 1024 && this.#head * 2 > calls.length) {
+      this.#calls = calls.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #fire = () => {
+    this.#timer = undefined;
+    const now = performance.now();
+    // `trim` may replace the array as calls expire: read it each time.
+    while (
+      this.#head < this.#calls.length &&
+      this.#calls[this.#head]!.deadline <= now
+    ) {
+      this.#expire(this.#calls[this.#head]!);
+    }
+    this.#arm();
+  };
+
+  #arm(): void {
+    if (
+      this.#timer === undefined && this.#head < this.#calls.length &&
+      this.#timeout !== Infinity
+    ) {
+      const wait = this.#calls[this.#head]!.deadline - performance.now();
+      this.#timer = setTimeout(this.#fire, Math.max(0, Math.ceil(wait)));
+    }
+  }
+}
+
+/**
+ * A statement in flight: its calls, which of them still wait, whether it
+ * was written to a connection, what to do when every call has timed out
+ * (`abandon`: cancel it), and its slot (`release`, once).
+ */
+class Flight<I, O> implements Batch<I> {
+  readonly inputs: readonly I[];
+  readonly calls: readonly Call<I, O>[];
   /** Calls that still wait. */
-  waiting: number;
-  /** Whether the statement was written to the database. */
-  sent: boolean;
-  cancel: (() => void) | undefined;
-  /** Gives its slot back, once. */
-  release: () => void;
+  waitingCount: number;
+  #sent: number[] | undefined;
+  #cancel: (() => void) | undefined;
+  #released = false;
+  readonly #free: () => void;
+
+  /**
+   * @param calls The calls of the statement.
+   * @param free Gives the slot back.
+   */
+  constructor(calls: Call<I, O>[], free: () => void) {
+    this.calls = calls;
+    this.inputs = calls.map((call) => call.input);
+    this.waitingCount = calls.length;
+    this.#free = free;
+    for (const call of calls) {
+      call.state = "batched";
+      call.flight = this;
+    }
+  }
+
+  send(): readonly number[] {
+    if (!this.#sent) {
+      const sent: number[] = [];
+      for (const [i, call] of this.calls.entries()) {
+        if (call.state === "batched") {
+          call.state = "sent";
+          sent.push(i);
+        }
+      }
+      this.#sent = sent;
+    }
+    return this.#sent;
+  }
+
+  waiting(i: number): boolean {
+    return this.calls[i]!.state !== "settled";
+  }
+
+  onAbandoned(cancel: () => void): void {
+    if (this.waitingCount > 0) this.#cancel = cancel;
+  }
+
+  /**
+   * Nobody waits for the statement any more: cancel it if the server works
+   * on it (running, or still parsing: see {@linkcode Batch.onAbandoned}),
+   * and give its slot back now. A statement can fail to settle at all
+   * (postgres.js 3.4.9 loses a query handed to a connection between its
+   * socket error and its close), and must not hold a slot forever.
+   */
+  abandon(): void {
+    this.#cancel?.();
+    this.release();
+  }
+
+  /** Gives the slot back, once. */
+  release = (): void => {
+    if (this.#released) return;
+    this.#released = true;
+    this.#free();
+  };
 }
 
 /**
@@ -133,59 +266,22 @@ export function coalescer<I, O>(
   let pending: Call<I, O>[] = [];
   let inFlight = 0;
   let scheduled = false;
-  // Every unsettled call in arrival order (so in deadline order), from
-  // `head`; settled calls are dropped from the front as they settle.
-  let calls: Call<I, O>[] = [];
-  let head = 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let resume: ReturnType<typeof setTimeout> | undefined;
 
   /** Marks `call` settled; `timedOut` when its time ran out. */
   const settle = (call: Call<I, O>, timedOut = false) => {
-    call.state = SETTLED;
-    const batch = call.batch;
-    call.batch = undefined;
-    if (batch && --batch.waiting === 0 && timedOut) {
-      // Nobody waits for the statement any more: cancel it if the server
-      // works on it (running, or still parsing: see `onAbandoned`), and
-      // free its slot now. A statement can fail to settle at all
-      // (postgres.js 3.4.9 loses a query handed to a connection between
-      // its socket error and its close), and must not hold a slot forever.
-      batch.cancel?.();
-      batch.release();
-    }
-    while (head < calls.length && calls[head]!.state === SETTLED) head++;
-    if (head === calls.length) {
-      // Nothing left to time out: no timer keeps the process alive.
-      calls = [];
-      head = 0;
-      if (timer !== undefined) clearTimeout(timer);
-      timer = undefined;
-    } else if (head > 1024 && head * 2 > calls.length) {
-      calls = calls.slice(head);
-      head = 0;
-    }
+    call.state = "settled";
+    const flight = call.flight;
+    call.flight = undefined;
+    if (flight && --flight.waitingCount === 0 && timedOut) flight.abandon();
+    deadlines.trim();
   };
 
-  const expire = () => {
-    timer = undefined;
-    const now = performance.now();
-    while (head < calls.length && calls[head]!.deadline <= now) {
-      const call = calls[head]!;
-      const sent = call.state === SENT;
-      settle(call, true);
-      call.reject(expired(sent));
-    }
-    arm();
-  };
-
-  const arm = () => {
-    if (timer === undefined && head < calls.length && timeout !== Infinity) {
-      const wait = calls[head]!.deadline - performance.now();
-      timer = setTimeout(expire, Math.max(0, Math.ceil(wait)));
-    }
-  };
-
-  let resume: ReturnType<typeof setTimeout> | undefined;
+  const deadlines = new DeadlineQueue<I, O>(timeout, (call) => {
+    const sent = call.state === "sent";
+    settle(call, true);
+    call.reject(expired(sent));
+  });
 
   /** Flushes in a microtask, once for all the calls of this tick. */
   const schedule = () => {
@@ -219,89 +315,65 @@ export function coalescer<I, O>(
       let taken = 0;
       while (taken < pending.length && batch.length < size) {
         const call = pending[taken++]!;
-        if (call.state === QUEUED) batch.push(call);
+        if (call.state === "queued") batch.push(call);
       }
       pending = taken === pending.length ? [] : pending.slice(taken);
       if (batch.length > 0) send(batch);
     }
   };
 
-  const send = (batch: Call<I, O>[]) => {
-    inFlight++;
-    let released = false;
-    const flight: InFlight = {
-      waiting: batch.length,
-      sent: false,
-      cancel: undefined,
-      release() {
-        if (released) return;
-        released = true;
-        inFlight--;
-        schedule();
-      },
-    };
-    for (const call of batch) {
-      call.state = BATCHED;
-      call.batch = flight;
+  const free = () => {
+    inFlight--;
+    schedule();
+  };
+
+  /** Answers the calls still waiting with the statement's outcomes. */
+  const answer = (flight: Flight<I, O>, outcomes: readonly Outcome<O>[]) => {
+    for (const [i, call] of flight.calls.entries()) {
+      if (call.state === "settled") continue;
+      const outcome = outcomes[i];
+      settle(call);
+      if (outcome === undefined) {
+        call.reject(
+          new Error(
+            `internal error: the statement returned ${outcomes.length} ` +
+              `outcomes for ${flight.calls.length} calls`,
+          ),
+        );
+      } else if ("value" in outcome) {
+        call.resolve(outcome.value);
+      } else {
+        call.reject(outcome.error);
+      }
     }
-    let sent: number[] | undefined;
-    const view: Batch<I> = {
-      inputs: batch.map((call) => call.input),
-      send() {
-        if (!sent) {
-          flight.sent = true;
-          sent = [];
-          for (const [i, call] of batch.entries()) {
-            if (call.state === BATCHED) {
-              call.state = SENT;
-              sent.push(i);
-            }
-          }
-        }
-        return sent;
-      },
-      waiting: (i) => batch[i]!.state !== SETTLED,
-      onAbandoned(cancel) {
-        if (flight.waiting > 0) flight.cancel = cancel;
-      },
-    };
-    const fail = (error: unknown) => {
-      const pause = quiet?.after(error) ?? 0;
-      if (pause > 0) {
-        quiet!.until = Math.max(quiet!.until, performance.now() + pause);
+  };
+
+  /** Fails the calls still waiting with `error`, pausing if it says so. */
+  const fail = (flight: Flight<I, O>, error: unknown) => {
+    const pause = quiet?.after(error) ?? 0;
+    if (pause > 0) {
+      quiet!.until = Math.max(quiet!.until, performance.now() + pause);
+    }
+    for (const call of flight.calls) {
+      if (call.state !== "settled") {
+        settle(call);
+        call.reject(error);
       }
-      for (const call of batch) {
-        if (call.state !== SETTLED) {
-          settle(call);
-          call.reject(error);
-        }
-      }
-    };
+    }
+  };
+
+  const send = (calls: Call<I, O>[]) => {
+    inFlight++;
+    const flight = new Flight(calls, free);
     let statement: Promise<readonly Outcome<O>[]>;
     try {
-      statement = run(view);
+      statement = run(flight);
     } catch (error) {
       statement = Promise.reject(error);
     }
-    statement.then((outcomes) => {
-      for (const [i, call] of batch.entries()) {
-        if (call.state === SETTLED) continue;
-        const outcome = outcomes[i];
-        settle(call);
-        if (outcome === undefined) {
-          call.reject(
-            new Error(
-              `internal error: the statement returned ${outcomes.length} ` +
-                `outcomes for ${batch.length} calls`,
-            ),
-          );
-        } else if ("value" in outcome) {
-          call.resolve(outcome.value);
-        } else {
-          call.reject(outcome.error);
-        }
-      }
-    }, fail).catch(fail).finally(flight.release);
+    const failed = (error: unknown) => fail(flight, error);
+    statement.then((outcomes) => answer(flight, outcomes), failed)
+      .catch(failed).finally(flight.release);
   };
 
   return (input) =>
@@ -311,12 +383,11 @@ export function coalescer<I, O>(
         deadline: performance.now() + timeout,
         resolve,
         reject,
-        state: QUEUED,
-        batch: undefined,
+        state: "queued",
+        flight: undefined,
       };
       pending.push(call);
-      calls.push(call);
-      arm();
+      deadlines.add(call);
       schedule();
     });
 }
