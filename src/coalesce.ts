@@ -41,14 +41,17 @@ export interface Batch<I> {
   waiting(i: number): boolean;
   /**
    * Registers what to do when every call has timed out: cancel the
-   * statement if the server works on it. Called at most once. The server
-   * can hold a statement whose inputs were not yet written: with prepared
-   * statements postgres.js sends Parse first and the parameters only after
-   * the server described it, and the Parse of a statement on a table
-   * another transaction holds locked waits for that lock. A statement
-   * whose inputs are written after its calls timed out does nothing.
+   * statement if the server works on it. Called at most once, with whether
+   * the statement's inputs were written. Written, it is cancelled once it
+   * is the one its connection runs. Not written, it is cancelled only if
+   * the server already holds it (with prepared statements postgres.js sends
+   * Parse first and the parameters only after the server described it, and
+   * the Parse of a statement on a table another transaction holds locked
+   * waits for that lock); otherwise it is left alone: written later, it
+   * does nothing, and a cancel aimed at it then could reach the statement
+   * after it on the same connection.
    */
-  onAbandoned(cancel: () => void): void;
+  onAbandoned(cancel: (sent: boolean) => void): void;
 }
 
 /**
@@ -189,7 +192,7 @@ class Flight<I, O> implements Batch<I> {
   /** Calls that still wait. */
   waitingCount: number;
   #sent: number[] | undefined;
-  #cancel: (() => void) | undefined;
+  #cancel: ((sent: boolean) => void) | undefined;
   #released = false;
   readonly #free: () => void;
 
@@ -226,7 +229,7 @@ class Flight<I, O> implements Batch<I> {
     return this.calls[i]!.state !== "settled";
   }
 
-  onAbandoned(cancel: () => void): void {
+  onAbandoned(cancel: (sent: boolean) => void): void {
     if (this.waitingCount > 0) this.#cancel = cancel;
   }
 
@@ -238,7 +241,7 @@ class Flight<I, O> implements Batch<I> {
    * socket error and its close), and must not hold a slot forever.
    */
   abandon(): void {
-    this.#cancel?.();
+    this.#cancel?.(this.#sent !== undefined);
     this.release();
   }
 

@@ -66,7 +66,11 @@ async function execute(
   const prepare = { prepare: sql.options?.prepare !== false };
   let query: Promise<Raw> | undefined;
   let settled = false;
-  batch.onAbandoned(() => cancelWhenRunning(sql, query, () => settled));
+  // Written: cancelled once it runs. Not written: only if the server holds
+  // it now (a Parse waiting for a lock), never later.
+  batch.onAbandoned((sent) =>
+    cancelWhenRunning(sql, query, () => settled, sent ? undefined : 0)
+  );
   for (let attempt = 1;; attempt++) {
     const retry = attempt > 1;
     settled = false;

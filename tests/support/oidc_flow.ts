@@ -11,10 +11,12 @@ import { migrate } from "../../mod.ts";
 import { migrateOidcModels } from "../../examples/oidc_postgres_adapter.ts";
 import { newVerifier, s256 } from "../../examples/pkce.ts";
 import { databaseUrl, type TestDatabase, testDatabase } from "./database.ts";
-
-const REDIRECT = "http://127.0.0.1/callback";
-/** The demo client of `examples/oidc_provider.ts`. */
-const CLIENT_ID = "demo-client";
+// The demo client of `examples/oidc_provider.ts` is the other examples'.
+import {
+  CLIENT_ID,
+  REDIRECT_URI,
+  token as tokenRequest,
+} from "./oauth_servers.ts";
 
 /** The test database, with the other models' table in the test's schema. */
 export async function oidcDatabase(): Promise<TestDatabase & { url: string }> {
@@ -51,7 +53,7 @@ export async function authorize(
   const cookies = new Map<string, string>();
   let url = `${base}/auth?${new URLSearchParams({
     client_id: CLIENT_ID,
-    redirect_uri: REDIRECT,
+    redirect_uri: REDIRECT_URI,
     response_type: "code",
     scope: "openid",
     state: "st4te",
@@ -77,7 +79,7 @@ export async function authorize(
       throw new Error(`no redirect from ${url}: ${response.status}`);
     }
     url = new URL(location, base).href;
-    if (url.startsWith(REDIRECT)) {
+    if (url.startsWith(REDIRECT_URI)) {
       const params = new URL(url).searchParams;
       return { code: params.get("code") ?? undefined, verifier, params };
     }
@@ -85,18 +87,9 @@ export async function authorize(
   throw new Error("too many redirects");
 }
 
+/** `POST /token` for a code, as the demo client with its verifier. */
 export function token(base: string, code: string, verifier: string) {
-  return fetch(`${base}/token`, {
-    method: "POST",
-    headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code",
-      client_id: CLIENT_ID,
-      code,
-      redirect_uri: REDIRECT,
-      code_verifier: verifier,
-    }),
-  }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  return tokenRequest(base, { code, verifier });
 }
 
 /** How many takes found their code in the process at `base`. */
