@@ -102,7 +102,7 @@ Deno.test("the control: node-oauth2-server's usual model (a read, then a delete 
   // how often depends on the machine).
   const { issued } = await bursts(
     [a, b],
-    20,
+    60,
     50,
     () => authorize(a.base),
     redeem,

@@ -119,7 +119,7 @@ Deno.test("the control: the same bursts with a plain find-then-consume adapter o
     await using b = await server(t.url, { MODE: "control", REVOKE: "never" });
     // Codes until one gets two tokens (bounded: how often the race is won
     // depends on the machine).
-    const issued = await bursts([a, b], 20, 50, { stopAfterDouble: true });
+    const issued = await bursts([a, b], 60, 50, { stopAfterDouble: true });
     console.log(
       `oidc-provider, find-then-consume PostgreSQL adapter, 2 processes: tokens per code ${
         JSON.stringify(issued)

@@ -107,7 +107,7 @@ Deno.test("the control: OpenAuth with its codes in its usual storage (get, then 
   await using b = await server(t.url, "control");
   const { issued } = await bursts(
     [a, b],
-    20,
+    60,
     50,
     () => authorize(a.base),
     exchange,

@@ -101,7 +101,7 @@ Deno.test("the control: ts-oauth2-server with its example repository (isRevoked 
   await using b = await server(t.url, { MODE: "control" });
   const { issued } = await bursts(
     [a, b],
-    20,
+    60,
     50,
     () => authorize(a.base),
     redeem,
