@@ -30,6 +30,10 @@ export interface ServerDatabase extends TestDatabase {
   tokensFor(code: string): Promise<number>;
   /** Tokens persisted in all. */
   tokens(): Promise<number>;
+  /** Codes stored in the code store. */
+  storedCodes(): Promise<number>;
+  /** Makes every stored code's expiry a second ago. */
+  expireCodes(): Promise<void>;
 }
 
 /**
@@ -65,6 +69,20 @@ export async function serverDatabase(): Promise<ServerDatabase> {
         select count(*)::int as n from ${t.sql(`${t.schema}.tokens`)}
       `;
       return n;
+    },
+    async storedCodes() {
+      const [{ n }] = await t.sql<[{ n: number }]>`
+        select count(*)::int as n
+        from ${t.sql(`${t.schema}.authorization_codes`)}
+      `;
+      return n;
+    },
+    async expireCodes() {
+      // Whole seconds: the store refuses a fractional expiry.
+      await t.sql`
+        update ${t.sql(`${t.schema}.authorization_codes`)}
+        set expires_at = date_trunc('second', now()) - interval '1 second'
+      `;
     },
   });
 }
@@ -217,4 +235,23 @@ export async function bursts(
     issued.push(results.filter(Boolean).length);
   }
   return { issued, codes: all };
+}
+
+/**
+ * A control: codes issued one after another, each presented 50 times at
+ * once over `servers`, until one gets more than one token (at most 60
+ * codes: the race is won often, but how often depends on the machine).
+ * Logs the tokens per code under `label`; returns the most for one code.
+ */
+export async function controlDoubles(
+  label: string,
+  servers: readonly ServerProcess[],
+  issue: () => Promise<IssuedCode>,
+  redeemAt: (base: string, code: IssuedCode) => Promise<boolean>,
+): Promise<number> {
+  const { issued } = await bursts(servers, 60, 50, issue, redeemAt, {
+    stopAfterDouble: true,
+  });
+  console.log(`${label}: tokens per code ${JSON.stringify(issued)}`);
+  return Math.max(...issued);
 }
