@@ -12,17 +12,21 @@ import type { CodeStore } from "./store.ts";
 import type { JsonObject } from "./types.ts";
 
 /**
- * Checks that `store` is a code store (`put`, `take`, `spent`).
+ * Checks that `store` is a code store: `put`, `take`, `spent`, and the
+ * `also` methods an adapter needs besides.
  *
  * @throws {TypeError} If it is not.
  */
-export function checkStore(store: unknown, adapter: string): CodeStore {
+export function checkStore(
+  store: unknown,
+  adapter: string,
+  also: readonly (keyof CodeStore)[] = [],
+): CodeStore {
   const s = store as Partial<CodeStore> | null | undefined;
-  if (
-    typeof s?.put !== "function" || typeof s.take !== "function" ||
-    typeof s.spent !== "function"
-  ) {
-    throw new TypeError(`${adapter}: store must be a code store`);
+  for (const method of ["put", "take", "spent", ...also] as const) {
+    if (typeof s?.[method] !== "function") {
+      throw new TypeError(`${adapter}: store must be a code store`);
+    }
   }
   return s as CodeStore;
 }

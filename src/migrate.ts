@@ -205,11 +205,12 @@ export async function migrate(
   sql: Sql,
   options: MigrateOptions = {},
 ): Promise<void> {
-  const text = migrationSql(options);
-  const table = parseTableName(options.table);
-  const limit = timeoutMs(options.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
+  const o = knownOptions(options, ["table", "timeoutMs"]);
+  const table = parseTableName(o.table);
+  const limit = timeoutMs(o.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
   const started = performance.now();
   if (await isCurrent(sql, table, limit)) return;
+  const text = ddl(table);
   const left = Math.max(1, limit - (performance.now() - started));
   // The transaction is not one query to cancel: its own statement_timeout
   // and lock_timeout end it on the server, and `bounded` the caller's wait.

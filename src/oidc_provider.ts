@@ -37,6 +37,7 @@
  * @module
  */
 
+import { checkStore } from "./_adapter.ts";
 import { PkceRequiredError } from "./errors.ts";
 
 export { PkceRequiredError };
@@ -174,13 +175,7 @@ export function createOidcProviderAdapter(
   store: CodeStore,
   options: OidcProviderAdapterOptions,
 ): OidcAdapterFactory {
-  if (
-    typeof store?.take !== "function" || typeof store.put !== "function" ||
-    typeof store.spent !== "function" ||
-    typeof store.revokeGrant !== "function"
-  ) {
-    throw new TypeError("createOidcProviderAdapter needs a CodeStore");
-  }
+  checkStore(store, "createOidcProviderAdapter", ["revokeGrant"]);
   const { fallback } = options ?? {};
   if (typeof fallback !== "function") {
     throw new TypeError(

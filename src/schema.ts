@@ -75,6 +75,11 @@ export const CODE_COLUMNS: readonly (keyof CodeRow)[] = CODE_TABLE
   .filter((column) => column.row)
   .map((column) => column.name as keyof CodeRow);
 
+/** Where each column of `TOMBSTONE_FROM_ROW` is in a positional tombstone. */
+const SPENT_AT: Readonly<Record<string, number>> = Object.fromEntries(
+  TOMBSTONE_FROM_ROW.map((column, i) => [column, i]),
+);
+
 /** Where each column of {@linkcode CODE_COLUMNS} is in a positional row. */
 const AT = Object.fromEntries(
   CODE_COLUMNS.map((column, i) => [column, i]),
@@ -229,13 +234,12 @@ export function toRecord(row: CodeRow): CodeEntry {
  * @throws {InvalidRecordError} On the first rule broken.
  */
 export function toSpentCode(values: readonly unknown[]): SpentCode {
-  const at = (column: string) => values[TOMBSTONE_FROM_ROW.indexOf(column)];
-  const codeHash = at("code_hash");
-  const clientId = at("client_id");
-  const subject = at("subject");
-  const redirectUri = at("redirect_uri");
-  const challenge = at("code_challenge");
-  const grantId = at("grant_id");
+  const codeHash = values[SPENT_AT.code_hash!];
+  const clientId = values[SPENT_AT.client_id!];
+  const subject = values[SPENT_AT.subject!];
+  const redirectUri = values[SPENT_AT.redirect_uri!];
+  const challenge = values[SPENT_AT.code_challenge!];
+  const grantId = values[SPENT_AT.grant_id!];
   const spentAt = values[TOMBSTONE_FROM_ROW.length];
   if (
     typeof spentAt !== "number" || !Number.isInteger(spentAt) || spentAt < 0

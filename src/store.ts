@@ -196,29 +196,26 @@ export function createCodeStore(
   };
   const { timeoutMs, coalesce } = settings;
 
-  const checked = new WeakSet<Sql>();
-  const database: () => Sql = isSql(repo)
-    ? (checkDriver(repo), () => repo)
-    : () => {
-      const sql = repo();
-      if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
-      if (!checked.has(sql)) {
-        checkDriver(sql);
-        checked.add(sql);
-      }
-      return sql;
-    };
+  const database: () => Sql = isSql(repo) ? () => repo : () => {
+    const sql = repo();
+    if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
+    return sql;
+  };
   // One set of statements per pool (a repository function may return
-  // several), each with its own queues and deadlines.
+  // several), each with its own queues and deadlines. A pool's driver is
+  // checked when its statements are made, on its first use.
   const perPool = new WeakMap<Sql, Statements>();
   const statements = (sql: Sql): Statements => {
     let found = perPool.get(sql);
     if (!found) {
+      checkDriver(sql);
       found = statementsFor(sql, tables, timeoutMs, coalesce);
       perPool.set(sql, found);
     }
     return found;
   };
+  // A pool given directly is checked now: a wrong driver fails at creation.
+  if (isSql(repo)) statements(repo);
 
   return {
     put: (input: NewCode): Promise<void> =>
@@ -232,14 +229,14 @@ export function createCodeStore(
     // The hot path: no closure per call, and the coalescer's own promise.
     take(code: string): Promise<CodeEntry | null> {
       let hash: string | undefined;
-      let sql: Sql;
+      let run: Statements;
       try {
         hash = presentedHash(code);
-        sql = database();
+        run = statements(database());
       } catch (error) {
         return Promise.reject(error);
       }
-      return hash ? statements(sql).take(hash) : NOTHING;
+      return hash ? run.take(hash) : NOTHING;
     },
 
     spent: (code: string): Promise<SpentCode | null> =>
