@@ -122,7 +122,7 @@ async function deliver(
   const timer = unrefTimer(setTimeout(() => socket.destroy(), timeout));
   try {
     await opened(socket);
-    socket.setTimeout(timeout, () => socket?.destroy());
+    socket.setTimeout(timeout, () => socket.destroy());
     const { ssl, sslnegotiation } = options;
     if (ssl && sslnegotiation === "direct") {
       socket = await startTls(socket, target.host, ssl, true);
@@ -136,13 +136,13 @@ async function deliver(
       }
     }
     await new Promise<void>((resolve, reject) => {
-      socket!.once("error", reject);
-      socket!.once("close", () => resolve());
-      socket!.end(message);
+      socket.once("error", reject);
+      socket.once("close", () => resolve());
+      socket.end(message);
     });
   } finally {
     clearTimeout(timer);
-    socket?.destroy();
+    socket.destroy();
   }
 }
 

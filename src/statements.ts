@@ -100,9 +100,9 @@ function inputsOf<I>(batch: Batch<I>, sent: readonly number[]): I[] {
   return sent.map((i) => batch.inputs[i]!);
 }
 
-/** A list of column names, comma-separated, optionally qualified. */
-function list(columns: readonly string[], qualifier = ""): string {
-  return columns.map((column) => qualifier + column).join(", ");
+/** A list of column names, comma-separated. */
+function list(columns: readonly string[]): string {
+  return columns.join(", ");
 }
 
 /** The hashes of the batch's `$1`, as a set a statement can match. */
