@@ -93,6 +93,11 @@ function jsExports(exports: Record<string, string>): Record<string, string> {
   );
 }
 
+/** A JSON file's value. */
+async function readJson(path: string): Promise<unknown> {
+  return JSON.parse(await Deno.readTextFile(path));
+}
+
 /** The local JSR registry's folder. */
 function jsrRegistry(): string {
   const url = Deno.env.get("JSR_URL");
@@ -113,9 +118,11 @@ export async function buildNpmPackage(out: string): Promise<string> {
   for (const name of ["@attesto/code-store", "@jsr/std__crypto", "postgres"]) {
     await Deno.remove(join(modules, name), { recursive: true }).catch(() => {});
   }
-  const config = JSON.parse(
-    await Deno.readTextFile(join(ROOT, "deno.json")),
-  ) as { name: string; version: string; exports: Record<string, string> };
+  const config = await readJson(join(ROOT, "deno.json")) as {
+    name: string;
+    version: string;
+    exports: Record<string, string>;
+  };
 
   // The package itself.
   const pkg = join(modules, ...config.name.split("/"));
@@ -124,13 +131,13 @@ export async function buildNpmPackage(out: string): Promise<string> {
     ...(await tsFiles(join(ROOT, "src"))).map((f) => `src/${f}`),
   ]);
   const postgres = join(ROOT, "node_modules", "postgres");
-  const postgresVersion = (JSON.parse(
-    await Deno.readTextFile(join(postgres, "package.json")),
-  ) as { version: string }).version;
+  const postgresVersion =
+    (await readJson(join(postgres, "package.json")) as { version: string })
+      .version;
   const cryptoDir = join(jsrRegistry(), "@std", "crypto");
-  const cryptoMeta = JSON.parse(
-    await Deno.readTextFile(join(cryptoDir, "meta.json")),
-  ) as { latest: string };
+  const cryptoMeta = await readJson(join(cryptoDir, "meta.json")) as {
+    latest: string;
+  };
   await Deno.writeTextFile(
     join(pkg, "package.json"),
     JSON.stringify(
@@ -151,8 +158,8 @@ export async function buildNpmPackage(out: string): Promise<string> {
 
   // @std/crypto, from the registry, built the same way.
   const version = join(cryptoDir, cryptoMeta.latest);
-  const versionMeta = JSON.parse(
-    await Deno.readTextFile(join(cryptoDir, `${cryptoMeta.latest}_meta.json`)),
+  const versionMeta = await readJson(
+    join(cryptoDir, `${cryptoMeta.latest}_meta.json`),
   ) as { exports: Record<string, string> };
   const crypto = join(modules, "@jsr", "std__crypto");
   await transpileTree(version, crypto, await tsFiles(version));
@@ -184,9 +191,9 @@ export async function installNpmDependencies(
   out: string,
   names: readonly string[],
 ): Promise<void> {
-  const config = JSON.parse(
-    await Deno.readTextFile(join(ROOT, "deno.json")),
-  ) as { imports: Record<string, string> };
+  const config = await readJson(join(ROOT, "deno.json")) as {
+    imports: Record<string, string>;
+  };
   const dependencies: Record<string, string> = {};
   for (const name of names) {
     const specifier = config.imports[name];
