@@ -9,65 +9,16 @@
  * while its connection is still opening costs the pool that connection for
  * good. So the store never calls it: a statement that has not been written
  * to a connection is left to run as a no-op (see `coalesce.ts`), and one that
- * runs is cancelled here, every failure caught.
+ * runs is stopped by `_driver.ts` with the request sent here, every failure
+ * caught.
  *
  * @module
  */
 
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
-import type { Sql } from "postgres";
 import { unrefTimer } from "./_platform.ts";
 import { OperationTimeoutError } from "./errors.ts";
-
-/** The parts of a postgres.js query this module reads (not typed there). */
-interface RunningQuery {
-  /** The backend's key (`ResultMeta.state`), set once the query has a connection. */
-  readonly state?: { readonly pid?: unknown; readonly secret?: unknown } | null;
-  /** Whether the query is the one its connection is executing now. */
-  readonly active?: unknown;
-}
-
-/** How often to look again at a query waiting behind another on its connection. */
-const RETRY_MS = 50;
-
-/** How long to keep waiting for an abandoned query to start, to cancel it. */
-const GIVE_UP_MS = 60_000;
-
-/**
- * Cancels `query` once it is the statement its connection executes (a
- * pipelined query waits behind another, and a cancel request would hit
- * that one), unless it settles first. The request goes to every host of the
- * pool's URL: only the server that knows the backend's secret key acts on
- * it. Never throws and never rejects; gives up after `giveUpMs`.
- *
- * @param sql The pool the query runs on.
- * @param query The postgres.js query.
- * @param settled Whether the query has settled (then nothing is sent).
- * @param giveUpMs How long to keep waiting for the query to start.
- */
-export function cancelWhenRunning(
-  sql: Sql,
-  query: unknown,
-  settled: () => boolean,
-  giveUpMs: number = GIVE_UP_MS,
-): void {
-  const until = performance.now() + giveUpMs;
-  const attempt = () => {
-    if (settled()) return;
-    const { state, active } = query as RunningQuery;
-    const pid = state?.pid;
-    const secret = state?.secret;
-    if (
-      active === true && typeof pid === "number" && typeof secret === "number"
-    ) {
-      sendCancelRequest(sql.options, pid, secret);
-    } else if (performance.now() < until) {
-      unrefTimer(setTimeout(attempt, RETRY_MS));
-    }
-  };
-  attempt();
-}
 
 /** The connection settings of a postgres.js pool that a cancel request needs. */
 interface Target {
@@ -201,41 +152,15 @@ export function bounded<T>(
   operation: string,
   ms: number,
   work: Promise<T>,
-  onExpired?: (settled: () => boolean) => void,
+  onExpired?: () => void,
 ): Promise<T> {
   if (ms === Infinity) return work;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  // Settled when the work settles, not when the caller stops waiting: a
-  // cancel keeps trying until then.
-  let settled = false;
-  work.then(
-    () => settled = true,
-    () => settled = true,
-  );
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      onExpired?.(() => settled);
+      onExpired?.();
       reject(new OperationTimeoutError(operation, ms, true));
     }, ms);
   });
   return Promise.race([work, expired]).finally(() => clearTimeout(timer));
-}
-
-/**
- * {@linkcode bounded} for one postgres.js query, cancelled if it runs when
- * the time is up (a query not yet sent is left to postgres.js: cancelling
- * it could cost the pool a connection).
- */
-export function boundedQuery<T>(
-  sql: Sql,
-  operation: string,
-  ms: number,
-  query: Promise<T>,
-): Promise<T> {
-  return bounded(
-    operation,
-    ms,
-    query,
-    (settled) => cancelWhenRunning(sql, query, settled),
-  );
 }

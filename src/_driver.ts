@@ -6,8 +6,178 @@
  */
 
 import type { Sql } from "postgres";
+import { bounded, sendCancelRequest } from "./_cancel.ts";
+import { unrefTimer } from "./_platform.ts";
 
 const utf8 = new TextDecoder();
+
+/** A raw result: each row's columns as bytes (holes possible, see `decode`). */
+export type Raw = readonly (readonly (Uint8Array | null)[] | undefined)[];
+
+/** The parts of a postgres.js 3.4.9 query the store reads (not typed there). */
+interface DriverQuery extends Promise<Raw> {
+  /**
+   * The key of the backend it was written to (`{ pid, secret }`), `null`
+   * before: one object per connection of the pool, kept across reconnects.
+   */
+  readonly state: { readonly pid?: unknown; readonly secret?: unknown } | null;
+  /**
+   * Whether it is the query its connection executes now: set when it
+   * reaches the front of the connection's pipeline, cleared when it settles.
+   */
+  readonly active: boolean;
+}
+
+/** The part of a postgres.js 3.4.9 connection the store uses. */
+interface DriverConnection {
+  /**
+   * Ends the connection: fails its queries with `CONNECTION_DESTROYED`,
+   * drops what it had not written yet, sends Terminate and reads nothing
+   * more. Once its socket closes, the pool opens it again when needed.
+   */
+  terminate(): void;
+}
+
+/**
+ * The connection behind each backend key a store statement was written to,
+ * learnt when postgres.js reports the write (`onexecute`), which it does
+ * unless the statement waits for its Describe (the first use of a prepared
+ * statement on a connection, and every statement with `prepare: false`).
+ */
+const connections = new WeakMap<object, DriverConnection>();
+
+/** How often to look again at a statement waiting behind another. */
+const RETRY_MS = 50;
+
+/** How long to keep waiting for an abandoned statement to start, to stop it. */
+const GIVE_UP_MS = 60_000;
+
+/** A store statement sent with {@linkcode sendAlone}. */
+export interface Alone {
+  /** Its raw result. */
+  readonly result: Promise<Raw>;
+  /**
+   * Nobody waits for it any more: stops it on the server, once it is the
+   * statement its connection executes (see {@linkcode sendAlone}). A
+   * `written` statement is looked at again until it is; one not written
+   * (waiting for its Describe) is stopped only if it is now. Never throws.
+   */
+  stop(written: boolean): void;
+  /**
+   * Whether `stop` ended its connection: then `result` rejects with
+   * `CONNECTION_DESTROYED`, an error that belongs to no caller.
+   */
+  readonly ended: boolean;
+}
+
+/**
+ * Sends one statement as the last one on its connection, so that it can be
+ * stopped without touching anything else.
+ *
+ * postgres.js pipelines queries on a busy connection; a query written behind
+ * a store statement would start on the server as soon as the statement ends,
+ * while the client has not read its result yet, and a cancel request aimed
+ * at the statement would then cancel that query. So the statement's
+ * `onexecute` returns `false`, which makes postgres.js set the connection
+ * aside ("full") until the result is read: nothing is written behind it.
+ * Queries written before it run first; it is not `active` until they end.
+ *
+ * To stop it, the store sends PostgreSQL's CancelRequest (it interrupts a
+ * statement waiting for a lock, a commit waiting for a standby). A cancel
+ * is delivered asynchronously: after the statement ended by itself, it
+ * could still reach the backend once the pool has sent it the next query.
+ * So when the connection is known, it is ended first (Terminate), and the
+ * backend never gets another query; the pool opens a new connection. When
+ * it is not known (see {@linkcode connections}), only the cancel is sent.
+ * A connection whose statement never settles (postgres.js #1130: a query
+ * handed to it between a socket error and the close) is ended the same way
+ * once every call in the statement has timed out, and comes back.
+ *
+ * @param sql The pool.
+ * @param text The statement.
+ * @param parameters Its parameters.
+ * @param prepare Whether to prepare it.
+ * @returns The statement.
+ */
+export function sendAlone(
+  sql: Sql,
+  text: string,
+  parameters: readonly unknown[],
+  prepare: boolean,
+): Alone {
+  let settled = false;
+  const options = {
+    prepare,
+    onexecute: (connection: DriverConnection) => {
+      if (query.state) connections.set(query.state, connection);
+      return false;
+    },
+  };
+  const query = sql.unsafe(
+    text,
+    parameters as never[],
+    options as { prepare: boolean },
+  ).raw() as unknown as DriverQuery;
+  const done = () => {
+    settled = true;
+  };
+  query.then(done, done);
+  const statement = {
+    result: query as Promise<Raw>,
+    ended: false,
+    stop(written: boolean) {
+      const until = performance.now() + GIVE_UP_MS;
+      const attempt = () => {
+        if (settled) return;
+        const { state, active } = query;
+        const pid = state?.pid;
+        const secret = state?.secret;
+        if (
+          active === true && typeof pid === "number" &&
+          typeof secret === "number"
+        ) {
+          const connection = connections.get(state!);
+          if (connection) {
+            statement.ended = true;
+            connection.terminate();
+          }
+          sendCancelRequest(sql.options, pid, secret);
+        } else if (written && performance.now() < until) {
+          unrefTimer(setTimeout(attempt, RETRY_MS));
+        }
+      };
+      attempt();
+    },
+  };
+  return statement;
+}
+
+/**
+ * One statement, sent with {@linkcode sendAlone}, rejecting with an
+ * `OperationTimeoutError` after `ms`, and stopped then.
+ *
+ * @param sql The pool.
+ * @param operation The operation's name, for the error.
+ * @param ms The time bound.
+ * @param text The statement.
+ * @param parameters Its parameters.
+ * @returns Its raw result.
+ */
+export function boundedQuery(
+  sql: Sql,
+  operation: string,
+  ms: number,
+  text: string,
+  parameters: readonly unknown[],
+): Promise<Raw> {
+  const statement = sendAlone(
+    sql,
+    text,
+    parameters,
+    sql.options?.prepare !== false,
+  );
+  return bounded(operation, ms, statement.result, () => statement.stop(true));
+}
 
 /**
  * The text of every column of a raw result (`.raw()`), skipping holes.
@@ -22,9 +192,7 @@ const utf8 = new TextDecoder();
  * @param result A raw result.
  * @returns Its rows, each column as text or `null`.
  */
-export function decode(
-  result: readonly (readonly (Uint8Array | null)[] | undefined)[],
-): (string | null)[][] {
+export function decode(result: Raw): (string | null)[][] {
   const rows: (string | null)[][] = [];
   for (const columns of result) {
     if (!columns) continue;
@@ -37,12 +205,16 @@ export function decode(
 
 /**
  * After a statement failed because its connection broke, the store sends
- * nothing on that pool for a moment (ms). postgres.js 3.4.9 keeps such a
- * connection in its pool until the socket's `close` event (tens of
- * milliseconds later under load, after the `error`), and a query handed to
- * it in between never settles and wedges the connection for good once it
- * reconnects (the driver keeps its last query after a socket error:
- * porsager/postgres #1130, #1142). Waiting lets the close come first.
+ * nothing for a moment (ms). postgres.js 3.4.9 keeps a broken connection in
+ * its pool until the socket's `close` event, which Deno emits in a later
+ * turn than the `error`, and a query handed to it in between never settles
+ * and costs the connection (porsager/postgres #1130, #1142): the write is
+ * buffered, and the close clears the write timer without forgetting it, so
+ * every later write on that connection, its start-up message included,
+ * waits behind a flush that never comes (`CONNECT_TIMEOUT` at each
+ * reconnect, until a kilobyte has piled up). A connection with a store
+ * statement in flight is never handed a query ({@linkcode sendAlone}); the
+ * pause is for idle connections that broke at the same time.
  *
  * @param error The error a statement failed with.
  * @returns How long to send nothing, in milliseconds (0: no pause).

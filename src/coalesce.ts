@@ -40,18 +40,16 @@ export interface Batch<I> {
   /** Whether call `i` still waits for its outcome (it has not timed out). */
   waiting(i: number): boolean;
   /**
-   * Registers what to do when every call has timed out: cancel the
+   * Registers what to do when every call has timed out: stop the
    * statement if the server works on it. Called at most once, with whether
-   * the statement's inputs were written. Written, it is cancelled once it
-   * is the one its connection runs. Not written, it is cancelled only if
-   * the server already holds it (with prepared statements postgres.js sends
-   * Parse first and the parameters only after the server described it, and
-   * the Parse of a statement on a table another transaction holds locked
-   * waits for that lock); otherwise it is left alone: written later, it
-   * does nothing, and a cancel aimed at it then could reach the statement
-   * after it on the same connection.
+   * the statement's inputs were written. Written, it is stopped once it is
+   * the one its connection runs. Not written, it is stopped only if the
+   * server already holds it (postgres.js sends Parse first and the
+   * parameters only after the server described it, and the Parse of a
+   * statement on a table another transaction holds locked waits for that
+   * lock); otherwise it is left alone: written later, it does nothing.
    */
-  onAbandoned(cancel: (sent: boolean) => void): void;
+  onAbandoned(stop: (sent: boolean) => void): void;
 }
 
 /**

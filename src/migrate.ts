@@ -6,8 +6,8 @@
  */
 
 import type { Sql } from "postgres";
-import { bounded, boundedQuery } from "./_cancel.ts";
-import { decode } from "./_driver.ts";
+import { bounded } from "./_cancel.ts";
+import { boundedQuery, decode } from "./_driver.ts";
 import { hashCode } from "./hash_code.ts";
 import { CODE_TABLE, type Column, names, SPENT_TABLE } from "./_columns.ts";
 import { knownOptions, timeoutMs } from "./options.ts";
@@ -136,28 +136,27 @@ async function isCurrent(
   const indexes = indexNames(table).map((index) =>
     quoteName(table.schema ? `${table.schema}.${index}` : index)
   );
+  const count = (relation: number, columns: number) => `
+    (select count(*) from pg_attribute
+      where attrelid = to_regclass($${relation})
+        and attnum > 0 and not attisdropped
+        and attname::text in (select jsonb_array_elements_text($${columns}))
+    )::int::text`;
   const rows = await boundedQuery(
     sql,
     "migrate",
     limit,
-    sql`
-      select
-        (select count(*) from pg_attribute
-          where attrelid = to_regclass(${quoteName(table.qualified)})
-            and attnum > 0 and not attisdropped
-            and attname::text in (
-              select jsonb_array_elements_text(${names(CURRENT_COLUMNS.codes)}))
-        )::int::text,
-        (select count(*) from pg_attribute
-          where attrelid = to_regclass(${quoteName(table.spent)})
-            and attnum > 0 and not attisdropped
-            and attname::text in (
-              select jsonb_array_elements_text(${names(CURRENT_COLUMNS.spent)}))
-        )::int::text,
-        (select count(*) from jsonb_array_elements_text(${names(indexes)}) i
-          where to_regclass(i) is not null
-        )::int::text
-    `.raw(),
+    `select ${count(1, 2)}, ${count(3, 4)},
+      (select count(*) from jsonb_array_elements_text($5) i
+        where to_regclass(i) is not null
+      )::int::text`,
+    [
+      quoteName(table.qualified),
+      names(CURRENT_COLUMNS.codes),
+      quoteName(table.spent),
+      names(CURRENT_COLUMNS.spent),
+      names(indexes),
+    ],
   );
   const [codes, spent, found] = (decode(rows)[0] ?? []).map(Number);
   return codes === CURRENT_COLUMNS.codes.length &&

@@ -17,9 +17,8 @@
  */
 
 import type { Sql } from "postgres";
-import { cancelWhenRunning } from "./_cancel.ts";
 import { names, SPENT_TABLE, TOMBSTONE_FROM_ROW } from "./_columns.ts";
-import { decode } from "./_driver.ts";
+import { type Alone, decode, type Raw, sendAlone } from "./_driver.ts";
 import { quoteName } from "./table_name.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
@@ -41,14 +40,12 @@ export interface Tables {
   readonly retention: number;
 }
 
-/** A raw result: each row's columns as bytes (holes possible, see `decode`). */
-type Raw = readonly (readonly (Uint8Array | null)[] | undefined)[];
-
 /**
  * Runs `text` for a batch, its one parameter (`$1`, jsonb) being the JSON
- * of `payload(sent)` for the calls still waiting when it is written. Once
- * every call has timed out, a cancel request is sent while the server
- * works on it. Prepared as the pool's `prepare` option says.
+ * of `payload(sent)` for the calls still waiting when it is written, as the
+ * last statement on its connection ({@linkcode sendAlone}). Once every call
+ * has timed out, it is stopped while the server works on it. Prepared as
+ * the pool's `prepare` option says.
  *
  * A serialization failure (40001) is retried, with the calls still
  * waiting: under a `default_transaction_isolation` of `repeatable read` or
@@ -63,31 +60,27 @@ async function execute(
   payload: (sent: readonly number[]) => unknown,
   text: string,
 ): Promise<Raw> {
-  const prepare = { prepare: sql.options?.prepare !== false };
-  let query: Promise<Raw> | undefined;
-  let settled = false;
-  // Written: cancelled once it runs. Not written: only if the server holds
+  const prepare = sql.options?.prepare !== false;
+  let statement: Alone | undefined;
+  // Written: stopped once it runs. Not written: only if the server holds
   // it now (a Parse waiting for a lock), never later.
-  batch.onAbandoned((sent) =>
-    cancelWhenRunning(sql, query, () => settled, sent ? undefined : 0)
-  );
+  batch.onAbandoned((sent) => statement?.stop(sent));
   for (let attempt = 1;; attempt++) {
     const retry = attempt > 1;
-    settled = false;
     const input = sql.json({
       toJSON: () =>
         payload(
           retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
         ),
     });
-    query = sql.unsafe(text, [input as never], prepare).raw() as Promise<Raw>;
+    statement = sendAlone(sql, text, [input], prepare);
     try {
-      return await query;
+      return await statement.result;
     } catch (error) {
+      // Its connection was ended to stop it: every call had timed out.
+      if (statement.ended) return [];
       const code = (error as { code?: unknown } | null)?.code;
       if (code !== "40001" || attempt >= SERIALIZATION_RETRIES) throw error;
-    } finally {
-      settled = true;
     }
   }
 }

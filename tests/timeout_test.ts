@@ -22,6 +22,7 @@ import {
 import {
   databaseUrl,
   grant,
+  orHung,
   type PoolOptions,
   randomCode,
   type TestDatabase,
@@ -104,6 +105,7 @@ async function behindProxy(t: TestDatabase, coalesce: boolean) {
   });
   return {
     proxy,
+    pool,
     store,
     async [Symbol.asyncDispose]() {
       await pool.end({ timeout: 1 });
@@ -232,12 +234,13 @@ Deno.test("one old call does not sink its batch: calls that still have time get 
 });
 
 Deno.test("(control) postgres.js 3.4.9 loses a query handed to a connection between its socket error and its close, and the pool with it", async () => {
-  // The upstream defect the store works around: it keeps a failed
-  // connection's last query (porsager/postgres #1130, #1142), so a query
-  // written in that window is queued behind it, never settles, and the
-  // connection is stuck once it reconnects. When this test fails, the
-  // driver is fixed and the store's pause after a broken connection
-  // (src/store.ts) can go.
+  // The upstream defect the store works around (porsager/postgres #1130,
+  // #1142): a query written in that window is buffered, the close clears
+  // the write timer without forgetting it, and every later write on the
+  // connection, its start-up message included, waits behind a flush that
+  // never comes. When this test fails, the driver is fixed, and the store's
+  // pause after a broken connection (`afterBrokenConnection` in
+  // src/_driver.ts) can go.
   await using proxy = await startTcpProxy(databaseUrl());
   const sql = postgres(proxy.url, { ...RESILIENT, max: 1 });
   try {
@@ -327,4 +330,142 @@ Deno.test("a `revokeGrant()` or `purgeExpired()` that times out waiting for a co
   } finally {
     await sql.end({ timeout: 5 });
   }
+});
+
+/** Waits until `check()` holds (every 10 ms, up to 10 s). */
+async function until(what: string, check: () => Promise<boolean>) {
+  for (let i = 0; i < 1000; i++) {
+    if (await check()) return;
+    await delay(10);
+  }
+  throw new Error(`never: ${what}`);
+}
+
+for (const late of [false, true]) {
+  const how = late
+    ? "its cancel request delivered after the client read the result"
+    : "the query sent while the statement ran";
+  Deno.test(`a cancel for an abandoned statement never reaches the pool's next query (${how})`, async () => {
+    // The take's statement ends on the server just before its deadline,
+    // while its result is held in the network, so the cancel sent at the
+    // deadline comes too late for it. Before: postgres.js had pipelined
+    // the application's next query behind it, or sent it on the same
+    // backend once the result arrived, and the cancel stopped that query.
+    await using t = await testDatabase();
+    await using proxy = await startTcpProxy(databaseUrl());
+    const name = `abandon-${crypto.randomUUID()}`;
+    const pool = postgres(proxy.url, {
+      ...RESILIENT,
+      max: 1,
+      connection: { application_name: name },
+    });
+    const other = await t.sql.reserve();
+    try {
+      const store = createCodeStore(pool, { table: t.table, timeoutMs: 3000 });
+      const direct = createCodeStore(t.sql, { table: t.table });
+      // The connection has run the store's take before, so the store knows
+      // it (see `sendAlone` in src/_driver.ts).
+      for (let i = 0; i < 2; i++) {
+        assert(await store.take(await issue(direct)));
+      }
+      const [{ pid }] = await pool<[{ pid: number }]>`
+        select pg_backend_pid() as pid
+      `;
+      const code = await issue(direct);
+      // The application's next query waits for an advisory lock the test
+      // holds: it runs on the server until the test lets it go.
+      await other`select pg_advisory_lock(4242)`;
+      await using lock = await lockRow(t, code);
+      const taking = store.take(code).catch((error) => error);
+      await waitersOnLock(t, 1);
+      const next = pool`select pg_advisory_lock(4242)`.then(
+        () => "done",
+        (error) => error.code as string,
+      );
+      proxy.holdReplies();
+      await lock.release();
+      await until("the take committed", async () =>
+        (await t.sql`
+          select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
+        `).length === 0);
+      if (late) proxy.holdNew(); // the cancel request is held
+      const closedBefore = proxy.closed;
+      assertInstanceOf(await taking, OperationTimeoutError);
+      const running = async () =>
+        (await t.sql`
+          select from pg_stat_activity
+          where pid = ${pid} and wait_event_type = 'Lock'
+        `).length > 0;
+      const gone = async () =>
+        (await t.sql`select from pg_stat_activity where pid = ${pid}`)
+          .length === 0;
+      if (late) {
+        // The result reaches the client; then the cancel reaches the
+        // server, once the next query runs there or the backend is gone.
+        proxy.resumeReplies();
+        await until(
+          "the next query ran or the backend ended",
+          async () => await running() || await gone(),
+        );
+        proxy.resume();
+        await until(
+          "the cancel request was delivered",
+          () => Promise.resolve(proxy.closed > closedBefore),
+        );
+      } else {
+        await until(
+          "the cancel request was delivered",
+          () => Promise.resolve(proxy.closed > closedBefore),
+        );
+        proxy.resume();
+      }
+      // A cancel that reached it would end it now.
+      assertEquals(await orHung(next, 1000), "hung", "the next query runs");
+      await other`select pg_advisory_unlock(4242)`;
+      assertEquals(await next, "done");
+      assertEquals(unhandled, []);
+    } finally {
+      other.release();
+      await pool.end({ timeout: 1 });
+    }
+  });
+}
+
+Deno.test("a connection whose store statement fails is handed nothing before it closes, whatever the timing", async () => {
+  // The control above, met by the store: two stores on one pool (each
+  // pauses only itself after a broken connection), and a take of the
+  // second goes out the moment the first one's take fails with the reset.
+  // Before: it was written behind the failed statement, on the dying
+  // connection, and the pool's only connection never worked again. Now
+  // nothing is written behind a store statement, so the connection is not
+  // a candidate until it has closed: the take goes out on a new one.
+  await using t = await testDatabase();
+  await using subject = await behindProxy(t, true);
+  const { proxy, pool, store } = subject;
+  const other = createCodeStore(pool, { table: t.table, timeoutMs: 3000 });
+  const direct = createCodeStore(t.sql, { table: t.table });
+  for (let i = 0; i < 2; i++) {
+    assert(await store.take(await issue(direct)));
+  }
+  const [first, handed, later] = [
+    await issue(direct),
+    await issue(direct, "handed"),
+    await issue(direct, "later"),
+  ];
+  await using lock = await lockRow(t, first);
+  const inTheGap = Promise.withResolvers<unknown>();
+  const failing = store.take(first).catch((error) => {
+    inTheGap.resolve(
+      other.take(handed).then((e) => e?.data.subject, (e) => e),
+    );
+    return error.code;
+  });
+  await waitersOnLock(t, 1);
+  proxy.reset();
+  assertEquals(await failing, "ECONNRESET");
+  await lock.release();
+  assertEquals(await orHung(inTheGap.promise, 10_000), "handed");
+  const next = other.take(later).then((entry) => entry?.data.subject);
+  assertEquals(await orHung(next, 10_000), "later", "the pool serves");
+  assertEquals(unhandled, []);
 });

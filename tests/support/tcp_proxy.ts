@@ -1,9 +1,11 @@
 /**
  * A TCP proxy in front of a PostgreSQL server, for tests that need the
  * network to misbehave: hold every byte for a while (a frozen server or a
- * stalled link), refuse new connections while the open ones keep working (a
- * host that just became unreachable), or reset every connection (a host
- * that died: the client reads ECONNRESET).
+ * stalled link), hold only the server's replies or only new connections (a
+ * slow path for one packet, to order events that race), refuse new
+ * connections while the open ones keep working (a host that just became
+ * unreachable), or reset every connection (a host that died: the client
+ * reads ECONNRESET).
  *
  * @module
  */
@@ -18,8 +20,23 @@ export interface TcpProxy extends AsyncDisposable {
   readonly url: string;
   /** Holds every byte, both ways, on every connection until {@linkcode resume}. */
   pause(): void;
-  /** Lets the held bytes through. */
+  /**
+   * Holds what the server sends on the connections open now, until
+   * {@linkcode resumeReplies} or {@linkcode resume}; what clients send goes
+   * through.
+   */
+  holdReplies(): void;
+  /** Lets the held replies through. */
+  resumeReplies(): void;
+  /**
+   * Holds every byte of the connections opened from now on, until
+   * {@linkcode resume}.
+   */
+  holdNew(): void;
+  /** Lets every held byte through, and holds nothing more. */
   resume(): void;
+  /** How many client connections have closed so far. */
+  readonly closed: number;
   /** Stops listening: new connections are refused, open ones keep working. */
   refuse(): void;
   /** Listens again on the same port. */
@@ -38,11 +55,17 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
   const target = new URL(url);
   const open = new Set<net.Socket>();
   let paused = false;
+  let closed = 0;
+  const upstreams = new Set<net.Socket>();
+  const replies = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(
       Number(target.port || 5432),
       target.hostname,
     );
+    upstreams.add(upstream);
+    upstream.on("close", () => upstreams.delete(upstream));
+    client.on("close", () => closed++);
     for (const socket of [client, upstream]) {
       open.add(socket);
       socket.on("error", () => {});
@@ -75,9 +98,26 @@ export async function startTcpProxy(url: string): Promise<TcpProxy> {
       paused = true;
       for (const socket of open) socket.pause();
     },
+    holdReplies() {
+      for (const socket of upstreams) {
+        replies.add(socket);
+        socket.pause();
+      }
+    },
+    resumeReplies() {
+      for (const socket of replies) socket.resume();
+      replies.clear();
+    },
+    holdNew() {
+      paused = true;
+    },
     resume() {
       paused = false;
+      replies.clear();
       for (const socket of open) socket.resume();
+    },
+    get closed() {
+      return closed;
     },
     refuse() {
       server.close();
