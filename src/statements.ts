@@ -111,6 +111,12 @@ const HASHES = "(select jsonb_array_elements_text($1))";
  * redeeming (the insert waited for it) is deleted again and is a
  * `DuplicateCodeError` too: its tombstone, committed after the statement's
  * snapshot, would make it a code no one can redeem.
+ *
+ * Both lookups are scalar subqueries, an index probe per row whatever the
+ * tables held when the statement was planned: as `not exists` the
+ * tombstone lookup became a join, and a plan made while the tables were
+ * empty (kept by a prepared statement) scanned the tombstones, and the
+ * codes for the race check, whole on every statement.
  */
 export function insertRows(
   sql: Sql,
@@ -122,19 +128,20 @@ export function insertRows(
       insert into ${table} (${list(CODE_COLUMNS)})
       select ${list(CODE_COLUMNS)}
       from jsonb_populate_recordset(null::${table}, $1) r
-      where not exists (
-        select from ${quoteName(spent)} s
+      where (
+        select 1 from ${quoteName(spent)} s
         where s.code_hash = r.code_hash and s.expires_at > now()
-      )
+        limit 1
+      ) is null
       on conflict (code_hash) do nothing
       returning code_hash
     )
     -- A row inserted although the statement's snapshot holds one with the
     -- same hash: a take was deleting it, and the insert waited for its
     -- commit. The tombstone it wrote is not in the snapshot.
-    select code_hash, exists (
-      select from ${table} c where c.code_hash = inserted.code_hash
-    )::text
+    select code_hash, ((
+      select 1 from ${table} c where c.code_hash = inserted.code_hash limit 1
+    ) is not null)::text
     from inserted`;
   const undo = `delete from ${table} where code_hash in ${HASHES}`;
   return async (batch) => {
