@@ -93,21 +93,21 @@ export interface Alone {
  * handed to it between a socket error and the close) is ended the same way
  * once every call in the statement has timed out, and comes back.
  *
+ * Prepared as the pool's `prepare` option says.
+ *
  * @param sql The pool.
  * @param text The statement.
  * @param parameters Its parameters.
- * @param prepare Whether to prepare it.
  * @returns The statement.
  */
 export function sendAlone(
   sql: Sql,
   text: string,
   parameters: readonly unknown[],
-  prepare: boolean,
 ): Alone {
   let settled = false;
   const options = {
-    prepare,
+    prepare: sql.options?.prepare !== false,
     onexecute: (connection: DriverConnection) => {
       if (query.state) connections.set(query.state, connection);
       return false;
@@ -170,12 +170,7 @@ export function boundedQuery(
   text: string,
   parameters: readonly unknown[],
 ): Promise<Raw> {
-  const statement = sendAlone(
-    sql,
-    text,
-    parameters,
-    sql.options?.prepare !== false,
-  );
+  const statement = sendAlone(sql, text, parameters);
   return bounded(operation, ms, statement.result, () => statement.stop(true));
 }
 

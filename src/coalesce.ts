@@ -190,7 +190,7 @@ class Flight<I, O> implements Batch<I> {
   /** Calls that still wait. */
   waitingCount: number;
   #sent: number[] | undefined;
-  #cancel: ((sent: boolean) => void) | undefined;
+  #stop: ((sent: boolean) => void) | undefined;
   #released = false;
   readonly #free: () => void;
 
@@ -227,19 +227,19 @@ class Flight<I, O> implements Batch<I> {
     return this.calls[i]!.state !== "settled";
   }
 
-  onAbandoned(cancel: (sent: boolean) => void): void {
-    if (this.waitingCount > 0) this.#cancel = cancel;
+  onAbandoned(stop: (sent: boolean) => void): void {
+    if (this.waitingCount > 0) this.#stop = stop;
   }
 
   /**
-   * Nobody waits for the statement any more: cancel it if the server works
+   * Nobody waits for the statement any more: stop it if the server works
    * on it (running, or still parsing: see {@linkcode Batch.onAbandoned}),
    * and give its slot back now. A statement can fail to settle at all
    * (postgres.js 3.4.9 loses a query handed to a connection between its
    * socket error and its close), and must not hold a slot forever.
    */
   abandon(): void {
-    this.#cancel?.(this.#sent !== undefined);
+    this.#stop?.(this.#sent !== undefined);
     this.release();
   }
 

@@ -44,8 +44,7 @@ export interface Tables {
  * Runs `text` for a batch, its one parameter (`$1`, jsonb) being the JSON
  * of `payload(sent)` for the calls still waiting when it is written, as the
  * last statement on its connection ({@linkcode sendAlone}). Once every call
- * has timed out, it is stopped while the server works on it. Prepared as
- * the pool's `prepare` option says.
+ * has timed out, it is stopped while the server works on it.
  *
  * A serialization failure (40001) is retried, with the calls still
  * waiting: under a `default_transaction_isolation` of `repeatable read` or
@@ -60,7 +59,6 @@ async function execute(
   payload: (sent: readonly number[]) => unknown,
   text: string,
 ): Promise<Raw> {
-  const prepare = sql.options?.prepare !== false;
   let statement: Alone | undefined;
   // Written: stopped once it runs. Not written: only if the server holds
   // it now (a Parse waiting for a lock), never later.
@@ -73,7 +71,7 @@ async function execute(
           retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
         ),
     });
-    statement = sendAlone(sql, text, [input], prepare);
+    statement = sendAlone(sql, text, [input]);
     try {
       return await statement.result;
     } catch (error) {

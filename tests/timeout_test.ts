@@ -27,6 +27,7 @@ import {
   randomCode,
   type TestDatabase,
   testDatabase,
+  until,
 } from "./support/database.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 
@@ -332,15 +333,6 @@ Deno.test("a `revokeGrant()` or `purgeExpired()` that times out waiting for a co
   }
 });
 
-/** Waits until `check()` holds (every 10 ms, up to 10 s). */
-async function until(what: string, check: () => Promise<boolean>) {
-  for (let i = 0; i < 1000; i++) {
-    if (await check()) return;
-    await delay(10);
-  }
-  throw new Error(`never: ${what}`);
-}
-
 for (const late of [false, true]) {
   const how = late
     ? "its cancel request delivered after the client read the result"
@@ -353,12 +345,7 @@ for (const late of [false, true]) {
     // backend once the result arrived, and the cancel stopped that query.
     await using t = await testDatabase();
     await using proxy = await startTcpProxy(databaseUrl());
-    const name = `abandon-${crypto.randomUUID()}`;
-    const pool = postgres(proxy.url, {
-      ...RESILIENT,
-      max: 1,
-      connection: { application_name: name },
-    });
+    const pool = postgres(proxy.url, { ...RESILIENT, max: 1 });
     const other = await t.sql.reserve();
     try {
       const store = createCodeStore(pool, { table: t.table, timeoutMs: 3000 });
@@ -384,10 +371,14 @@ for (const late of [false, true]) {
       );
       proxy.holdReplies();
       await lock.release();
-      await until("the take committed", async () =>
-        (await t.sql`
-          select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
-        `).length === 0);
+      await until(
+        async () =>
+          (await t.sql`
+            select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
+          `).length === 0,
+        10_000,
+        "the take committed",
+      );
       if (late) proxy.holdNew(); // the cancel request is held
       const closedBefore = proxy.closed;
       assertInstanceOf(await taking, OperationTimeoutError);
@@ -404,21 +395,18 @@ for (const late of [false, true]) {
         // server, once the next query runs there or the backend is gone.
         proxy.resumeReplies();
         await until(
-          "the next query ran or the backend ended",
           async () => await running() || await gone(),
-        );
-        proxy.resume();
-        await until(
-          "the cancel request was delivered",
-          () => Promise.resolve(proxy.closed > closedBefore),
-        );
-      } else {
-        await until(
-          "the cancel request was delivered",
-          () => Promise.resolve(proxy.closed > closedBefore),
+          10_000,
+          "the next query ran or the backend ended",
         );
         proxy.resume();
       }
+      await until(
+        () => Promise.resolve(proxy.closed > closedBefore),
+        10_000,
+        "the cancel request was delivered",
+      );
+      proxy.resume();
       // A cancel that reached it would end it now.
       assertEquals(await orHung(next, 1000), "hung", "the next query runs");
       await other`select pg_advisory_unlock(4242)`;

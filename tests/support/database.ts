@@ -169,3 +169,32 @@ export async function orHung<T>(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Waits until `check()` holds, looking every 100 ms (a check that throws
+ * counts as not yet); throws after `timeout` ms with `what` and what
+ * `describe()` (or the last error) says.
+ */
+export async function until(
+  check: () => Promise<boolean>,
+  timeout: number,
+  what: string,
+  describe?: () => Promise<unknown>,
+): Promise<void> {
+  const deadline = performance.now() + timeout;
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch (error) {
+      last = error;
+    }
+    if (performance.now() > deadline) {
+      const seen = describe ? await describe().catch((e) => e) : last;
+      throw new Error(
+        `timed out waiting for ${what}: ${JSON.stringify(seen) ?? seen}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

@@ -19,6 +19,7 @@
  */
 
 import postgres from "postgres";
+import { until } from "./database.ts";
 
 /** Where pg_auto_failover and the PostgreSQL it runs live, if installed. */
 export const haSupport: { autoctl: string; bin: string } | undefined = (() => {
@@ -523,30 +524,6 @@ function installSignalHandlers(): void {
 }
 
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(
-  check: () => Promise<boolean>,
-  timeout: number,
-  what: string,
-  describe?: () => Promise<unknown>,
-): Promise<void> {
-  const deadline = performance.now() + timeout;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (error) {
-      last = error;
-    }
-    if (performance.now() > deadline) {
-      const seen = describe ? await describe().catch((e) => e) : last;
-      throw new Error(
-        `timed out waiting for ${what}: ${JSON.stringify(seen) ?? seen}`,
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 function exists(path: string): boolean {
   try {
