@@ -19,6 +19,7 @@
 import type { Sql } from "postgres";
 import { names, SPENT_TABLE, TOMBSTONE_FROM_ROW } from "./_columns.ts";
 import { type Alone, decode, type Raw, sendAlone } from "./_driver.ts";
+import { parseJson } from "./_parse_json.ts";
 import { quoteName } from "./table_name.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
 import { DuplicateCodeError } from "./errors.ts";
@@ -233,7 +234,7 @@ export function deleteRows(
     );
     const rows = new Map<string, unknown[]>();
     for (const [json] of decode(taken)) {
-      const values = JSON.parse(json!) as unknown[];
+      const values = parseJson(json!) as unknown[];
       rows.set(values[0] as string, values);
     }
     return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
