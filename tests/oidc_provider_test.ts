@@ -17,7 +17,7 @@ import {
   createOidcProviderAdapter,
   type OidcPayload,
   PkceRequiredError,
-} from "../src/oidc_provider.ts";
+} from "../src/adapters/oidc_provider.ts";
 import { postgresAdapter } from "../examples/oidc_postgres_adapter.ts";
 import { newVerifier, s256 } from "../examples/pkce.ts";
 import { testDatabase } from "./support/database.ts";

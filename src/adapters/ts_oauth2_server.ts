@@ -42,10 +42,10 @@ import {
   newCode,
   s256Challenge,
   withoutSecrets,
-} from "./_adapter.ts";
-import { PkceRequiredError } from "./errors.ts";
-import type { CodeStore } from "./store.ts";
-import type { JsonObject } from "./types.ts";
+} from "./_shared.ts";
+import { PkceRequiredError } from "../errors.ts";
+import type { CodeStore } from "../store.ts";
+import type { JsonObject } from "../types.ts";
 
 export { PkceRequiredError };
 

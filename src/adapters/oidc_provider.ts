@@ -37,12 +37,12 @@
  * @module
  */
 
-import { checkStore } from "./_adapter.ts";
-import { PkceRequiredError } from "./errors.ts";
+import { checkStore } from "./_shared.ts";
+import { PkceRequiredError } from "../errors.ts";
 
 export { PkceRequiredError };
-import type { CodeStore } from "./store.ts";
-import type { JsonObject, NewCode, StoredGrantData } from "./types.ts";
+import type { CodeStore } from "../store.ts";
+import type { JsonObject, NewCode, StoredGrantData } from "../types.ts";
 
 /** A model's payload, as oidc-provider hands it to and takes it from an adapter. */
 export type OidcPayload = { readonly [key: string]: unknown };

@@ -32,10 +32,10 @@
  * @module
  */
 
-import { checkStore, s256Challenge, withoutSecrets } from "./_adapter.ts";
-import { PkceRequiredError } from "./errors.ts";
-import type { CodeStore } from "./store.ts";
-import type { JsonObject } from "./types.ts";
+import { checkStore, s256Challenge, withoutSecrets } from "./_shared.ts";
+import { PkceRequiredError } from "../errors.ts";
+import type { CodeStore } from "../store.ts";
+import type { JsonObject } from "../types.ts";
 
 export { PkceRequiredError };
 

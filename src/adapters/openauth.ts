@@ -40,10 +40,10 @@ import {
   isExpired,
   s256Challenge,
   withoutSecrets,
-} from "./_adapter.ts";
-import { PkceRequiredError } from "./errors.ts";
-import type { CodeStore } from "./store.ts";
-import type { JsonObject } from "./types.ts";
+} from "./_shared.ts";
+import { PkceRequiredError } from "../errors.ts";
+import type { CodeStore } from "../store.ts";
+import type { JsonObject } from "../types.ts";
 
 export { PkceRequiredError };
 

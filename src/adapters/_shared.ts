@@ -6,10 +6,10 @@
  * @module
  */
 
-import { PkceRequiredError } from "./errors.ts";
-import { base64url } from "./_platform.ts";
-import type { CodeStore } from "./store.ts";
-import type { JsonObject } from "./types.ts";
+import { PkceRequiredError } from "../errors.ts";
+import { base64url } from "../_platform.ts";
+import type { CodeStore } from "../store.ts";
+import type { JsonObject } from "../types.ts";
 
 /**
  * Checks that `store` is a code store: `put`, `take`, `spent`, and the
