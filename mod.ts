@@ -80,8 +80,11 @@ export {
   type PurgeOptions,
   type PurgeResult,
 } from "./src/purge.ts";
+export type { PostgresPool } from "./src/pool.ts";
 export {
   CodeStoreError,
+  DatabaseError,
+  DatabaseUnavailableError,
   DuplicateCodeError,
   InvalidRecordError,
   MissingRepositoryError,

@@ -28,7 +28,7 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
-import postgres from "postgres";
+import postgres, { type Sql } from "../tools/postgres.ts";
 import { createCodeStore, hashCode, migrate, type NewCode } from "../mod.ts";
 import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
 import { type Breakdown, profileTakes } from "./profile.ts";
@@ -49,8 +49,6 @@ const PGBENCH = ["/usr/bin/pgbench", "/usr/local/bin/pgbench"].find((p) => {
     return false;
   }
 });
-
-type Sql = postgres.Sql;
 
 /** Throughput and latency of a run. */
 interface Measure {

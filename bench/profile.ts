@@ -20,7 +20,7 @@
  */
 
 import { join } from "node:path";
-import postgres from "postgres";
+import postgres from "../tools/postgres.ts";
 import { createCodeStore, migrate, type NewCode } from "../mod.ts";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 

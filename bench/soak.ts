@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import postgres from "postgres";
+import postgres from "../tools/postgres.ts";
 import { migrate } from "../mod.ts";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import { type LoadReport, runLoad } from "../tools/load/load.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { Sql } from "postgres";
+import type { Driver } from "./driver/driver.ts";
 
 /** One standby streaming from the server. */
 export interface Standby {
@@ -50,19 +50,24 @@ const WAITING_COMMITS = new Set(["on", "remote_write", "remote_apply"]);
  * `pg_stat_replication`, and judges.
  *
  * @throws {Error} If the role may not see the standbys' state (it needs
- * `pg_read_all_stats`, part of `pg_monitor`), or on a database error.
+ * `pg_read_all_stats`, part of `pg_monitor`); the driver's error on a
+ * database error.
  */
-export async function replicationReport(sql: Sql): Promise<ReplicationReport> {
-  const [settings] = await sql<[{ names: string; commit: string }]>`
-    select current_setting('synchronous_standby_names') as names,
-      current_setting('synchronous_commit') as commit
-  `;
-  const rows = await sql<
-    { name: string; state: string | null; sync_state: string | null }[]
-  >`
-    select application_name as name, state, sync_state
-    from pg_stat_replication order by application_name
-  `;
+export async function replicationReport(
+  driver: Driver,
+): Promise<ReplicationReport> {
+  const [[names, commit] = []] = await driver.send({
+    text: `select current_setting('synchronous_standby_names'),
+      current_setting('synchronous_commit')`,
+  });
+  const rows = (await driver.send({
+    text: `select application_name::text, state::text, sync_state::text
+      from pg_stat_replication order by application_name`,
+  })).map(([name, state, sync_state]) => ({
+    name: name ?? "",
+    state: state ?? null,
+    sync_state: sync_state ?? null,
+  }));
   if (rows.some((row) => row.sync_state === null)) {
     throw new Error(
       "this role cannot see the standbys' state in pg_stat_replication: " +
@@ -74,12 +79,11 @@ export async function replicationReport(sql: Sql): Promise<ReplicationReport> {
     state: row.state,
     syncState: row.sync_state,
   }));
-  const names = settings.names.trim();
-  const commit = settings.commit;
+  const trimmed = (names ?? "").trim();
   const synchronous = standbys.filter((s) =>
     s.syncState === "sync" || s.syncState === "quorum"
   );
-  const waits = names !== "" && WAITING_COMMITS.has(commit);
+  const waits = trimmed !== "" && WAITING_COMMITS.has(commit ?? "");
   let risk: ReplicationReport["risk"];
   let message: string;
   if (waits && synchronous.length > 0) {
@@ -95,7 +99,7 @@ export async function replicationReport(sql: Sql): Promise<ReplicationReport> {
       "so nothing is lost, but nothing is redeemed either.";
   } else if (standbys.length > 0) {
     risk = "asynchronous";
-    message = names === ""
+    message = trimmed === ""
       ? "Standbys replicate asynchronously (synchronous_standby_names is " +
         "empty): a failover can lose redemptions, and a code redeemed just " +
         "before it can be redeemed again."
@@ -110,8 +114,8 @@ export async function replicationReport(sql: Sql): Promise<ReplicationReport> {
       "Check what your provider promises for a failover.";
   }
   return {
-    synchronousStandbyNames: names,
-    synchronousCommit: commit,
+    synchronousStandbyNames: trimmed,
+    synchronousCommit: commit ?? "",
     standbys,
     risk,
     waitingForStandby: waits && synchronous.length === 0,

@@ -30,8 +30,12 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import postgres from "postgres";
-import { decode } from "./_driver.ts";
+import { databaseError } from "./_database_error.ts";
+import { describeReason } from "./_reasons.ts";
+import { DatabaseError, DatabaseUnavailableError } from "./errors.ts";
+import { type Driver, driverOf } from "./driver/driver.ts";
+import { openPool } from "./driver/open.ts";
+import type { PostgresPool } from "./pool.ts";
 import { replicationReport } from "./_replication.ts";
 import { migrate } from "./migrate.ts";
 import { batchSize, MAX_PURGE_BATCH_SIZE, purgeExpired } from "./purge.ts";
@@ -119,12 +123,10 @@ export async function main(args: readonly string[]): Promise<number> {
     max: 1,
     // Seconds; libpq's variable, as for the other PG* settings.
     connect_timeout: Number(env("PGCONNECT_TIMEOUT")) || 10,
-    fetch_types: false,
-    onnotice: () => {},
   };
-  let sql: postgres.Sql;
+  let sql: PostgresPool;
   try {
-    sql = url ? postgres(url, settings) : postgres(settings);
+    sql = openPool(url, settings);
   } catch {
     // The driver's message may quote the URL, password included.
     console.error(
@@ -147,7 +149,10 @@ export async function main(args: readonly string[]): Promise<number> {
         `purged ${codes} expired codes and ${tombstones} expired tombstones`,
       );
     } else if (command === "replication") {
-      const report = await replicationReport(sql);
+      const driver = driverOf(sql, "replication");
+      const report = await replicationReport(driver).catch((error) => {
+        throw databaseError(driver, "replication", error, true);
+      });
       console.log(
         options.json ? JSON.stringify(report) : [
           report.message,
@@ -165,7 +170,10 @@ export async function main(args: readonly string[]): Promise<number> {
       if (report.waitingForStandby) return 5;
       return { none: 0, asynchronous: 3, unknown: 4 }[report.risk];
     } else {
-      const stats = await readStats(sql, table);
+      const driver = driverOf(sql, "stats");
+      const stats = await readStats(driver, table).catch((error) => {
+        throw databaseError(driver, "stats", error, true);
+      });
       console.log(
         options.json ? JSON.stringify(stats) : Object.entries(stats)
           .map(([k, v]) => `${k.padEnd(20)} ${v ?? "-"}`).join("\n"),
@@ -251,48 +259,44 @@ function parse(args: readonly string[]) {
   };
 }
 
-async function readStats(sql: postgres.Sql, table: string | undefined) {
+async function readStats(driver: Driver, table: string | undefined) {
   const name = parseTableName(table);
-  const [codes] = decode(
-    await sql`
-    select
-      count(*) filter (where expires_at >= now())::int,
-      count(*) filter (where expires_at < now())::int,
-      floor(extract(epoch from now() - min(inserted_at)))::int
-    from ${sql.unsafe(quoteName(name.qualified))}
-  `.raw(),
-  ).map((row) => row.map((text) => text === null ? null : Number(text)));
-  const [tombstones] = decode(
-    await sql`
-    select
-      count(*) filter (where expires_at > now())::int,
-      count(*) filter (where expires_at <= now())::int
-    from ${sql.unsafe(quoteName(name.spent))}
-  `.raw(),
-  ).map((row) => row.map(Number));
+  const [codes = []] = (await driver.send({
+    text: `select
+      count(*) filter (where expires_at >= now())::int::text,
+      count(*) filter (where expires_at < now())::int::text,
+      floor(extract(epoch from now() - min(inserted_at)))::int::text
+    from ${quoteName(name.qualified)}`,
+  })).map((row) => row.map((text) => text === null ? null : Number(text)));
+  const [tombstones = []] = (await driver.send({
+    text: `select
+      count(*) filter (where expires_at > now())::int::text,
+      count(*) filter (where expires_at <= now())::int::text
+    from ${quoteName(name.spent)}`,
+  })).map((row) => row.map(Number));
   return {
     table: name.qualified,
-    liveCodes: codes![0] as number,
-    expiredCodes: codes![1] as number,
-    oldestCodeAgeSeconds: codes![2] as number | null,
-    tombstones: tombstones![0] as number,
-    expiredTombstones: tombstones![1] as number,
+    liveCodes: codes[0] as number,
+    expiredCodes: codes[1] as number,
+    oldestCodeAgeSeconds: codes[2] as number | null,
+    tombstones: tombstones[0] as number,
+    expiredTombstones: tombstones[1] as number,
   };
 }
 
 function describe(error: unknown): string {
-  const e = error as { code?: string; message?: string };
-  switch (e?.code) {
-    case "ECONNREFUSED":
-    case "ENOTFOUND":
-    case "EHOSTUNREACH":
-    case "CONNECT_TIMEOUT":
-      return `cannot reach the database (${e.code}): ${e.message}`;
-    case "42P01":
-      return `${e.message} (run the migrate command first)`;
-    default:
-      return e?.message ?? String(error);
+  if (error instanceof DatabaseUnavailableError) {
+    return `cannot reach the database (${describeReason(error.reason)})`;
   }
+  if (error instanceof DatabaseError) {
+    return `the database failed (${
+      describeReason(error.reason).replace(
+        "run migrate()",
+        "run the migrate command first",
+      )
+    })`;
+  }
+  return error instanceof Error ? error.message : String(error);
 }
 
 if (import.meta.main) process.exit(await main(process.argv.slice(2)));

@@ -3,7 +3,8 @@
  * own deadline.
  *
  * Calls made in the same tick are gathered (a microtask, not a timer: a lone
- * call is sent at once). At most `concurrency` statements are in flight;
+ * call is sent at once). At most as many statements as there are free
+ * {@linkcode Slots} are in flight;
  * calls that arrive while they run wait and go out together in the next
  * one, so batches grow with the load and shrink back to one call when it is
  * light. A batch holds at most `maxBatch` calls; calls waiting together are
@@ -40,16 +41,10 @@ export interface Batch<I> {
   /** Whether call `i` still waits for its outcome (it has not timed out). */
   waiting(i: number): boolean;
   /**
-   * Registers what to do when every call has timed out: stop the
-   * statement if the server works on it. Called at most once, with whether
-   * the statement's inputs were written. Written, it is stopped once it is
-   * the one its connection runs. Not written, it is stopped only if the
-   * server already holds it (postgres.js sends Parse first and the
-   * parameters only after the server described it, and the Parse of a
-   * statement on a table another transaction holds locked waits for that
-   * lock); otherwise it is left alone: written later, it does nothing.
+   * Aborts once every call has timed out: the statement is to be stopped
+   * (see the driver's `send`). Its outcome then goes to no one.
    */
-  onAbandoned(stop: (sent: boolean) => void): void;
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -65,8 +60,11 @@ export type BatchRunner<I, O> = (
 export interface CoalesceLimits {
   /** Calls per statement. */
   readonly maxBatch: number;
-  /** Statements in flight at once. */
-  readonly concurrency: number;
+  /**
+   * The slots of statements in flight, which coalescers may share (a store's
+   * operations on one pool share its connections).
+   */
+  readonly slots: Slots;
   /** Milliseconds a call may wait in all (queue and statement). */
   readonly timeout: number;
   /**
@@ -74,6 +72,12 @@ export interface CoalesceLimits {
    * statement had been written to the database.
    */
   readonly expired: (sent: boolean) => unknown;
+  /**
+   * Makes the error of a call whose statement failed with `error` (the
+   * driver's); `sent` tells whether the statement had been written to the
+   * database. By default the call rejects with `error` itself.
+   */
+  readonly failed?: ((error: unknown, sent: boolean) => unknown) | undefined;
   /**
    * Shared by the coalescers of one pool: after a statement fails with an
    * error for which `after` returns a number of milliseconds, none of them
@@ -88,6 +92,47 @@ export interface Quiet {
   readonly after: (error: unknown) => number;
   /** Until when (`performance.now()`), set by the coalescers. */
   until: number;
+}
+
+/**
+ * Slots for statements in flight, shared by the coalescers that draw on
+ * them: each statement holds one from when it is sent until it settles or
+ * is abandoned. A coalescer that found none free waits for the next one
+ * given back.
+ */
+export class Slots {
+  #free: number;
+  readonly #waiting = new Set<() => void>();
+
+  /** @param size How many statements may be in flight at once. */
+  constructor(size: number) {
+    this.#free = size;
+  }
+
+  /** How many are free. */
+  get free(): number {
+    return this.#free;
+  }
+
+  /** Takes one (there must be one free). */
+  take(): void {
+    this.#free--;
+  }
+
+  /** Gives one back, and wakes the coalescers waiting for one. */
+  give(): void {
+    this.#free++;
+    for (const wake of this.#waiting) {
+      if (this.#free <= 0) break;
+      this.#waiting.delete(wake);
+      wake();
+    }
+  }
+
+  /** Calls `wake` once, when a slot is given back. */
+  wait(wake: () => void): void {
+    this.#waiting.add(wake);
+  }
 }
 
 /** The smallest part a group of waiting calls is split into. */
@@ -181,8 +226,8 @@ class DeadlineQueue<I, O> {
 
 /**
  * A statement in flight: its calls, which of them still wait, whether it
- * was written to a connection, what to do when every call has timed out
- * (`abandon`: cancel it), and its slot (`release`, once).
+ * was written to a connection, the signal that stops it once every call
+ * has timed out (`abandon`), and its slot (`release`, once).
  */
 class Flight<I, O> implements Batch<I> {
   readonly inputs: readonly I[];
@@ -190,7 +235,7 @@ class Flight<I, O> implements Batch<I> {
   /** Calls that still wait. */
   waitingCount: number;
   #sent: number[] | undefined;
-  #stop: ((sent: boolean) => void) | undefined;
+  #controller: AbortController | undefined;
   #released = false;
   readonly #free: () => void;
 
@@ -227,19 +272,19 @@ class Flight<I, O> implements Batch<I> {
     return this.calls[i]!.state !== "settled";
   }
 
-  onAbandoned(stop: (sent: boolean) => void): void {
-    if (this.waitingCount > 0) this.#stop = stop;
+  get signal(): AbortSignal {
+    return (this.#controller ??= new AbortController()).signal;
   }
 
   /**
-   * Nobody waits for the statement any more: stop it if the server works
-   * on it (running, or still parsing: see {@linkcode Batch.onAbandoned}),
-   * and give its slot back now. A statement can fail to settle at all
-   * (postgres.js 3.4.9 loses a query handed to a connection between its
-   * socket error and its close), and must not hold a slot forever.
+   * Nobody waits for the statement any more: its signal aborts (the driver
+   * stops it), and its slot is given back now. A statement can fail to
+   * settle at all (postgres.js 3.4 loses a query handed to a connection
+   * between its socket error and its close), and must not hold a slot
+   * forever.
    */
   abandon(): void {
-    this.#stop?.(this.#sent !== undefined);
+    this.#controller?.abort();
     this.release();
   }
 
@@ -256,16 +301,15 @@ class Flight<I, O> implements Batch<I> {
  * running calls in batches through `run`.
  *
  * @param run Runs one statement for a batch.
- * @param limits Batch size, concurrency and the deadline of every call.
+ * @param limits Batch size, slots and the deadline of every call.
  * @returns The function to call.
  */
 export function coalescer<I, O>(
   run: BatchRunner<I, O>,
   limits: CoalesceLimits,
 ): (input: I) => Promise<O> {
-  const { maxBatch, concurrency, timeout, expired, quiet } = limits;
+  const { maxBatch, slots, timeout, expired, failed, quiet } = limits;
   let pending: Call<I, O>[] = [];
-  let inFlight = 0;
   let scheduled = false;
   let resume: ReturnType<typeof setTimeout> | undefined;
 
@@ -308,10 +352,10 @@ export function coalescer<I, O>(
     // commit, and on a durable server a commit costs more than a row.
     const parts = Math.max(
       1,
-      Math.min(concurrency - inFlight, Math.floor(pending.length / SPLIT_AT)),
+      Math.min(slots.free, Math.floor(pending.length / SPLIT_AT)),
     );
     const size = Math.min(maxBatch, Math.ceil(pending.length / parts));
-    while (pending.length > 0 && inFlight < concurrency) {
+    while (pending.length > 0 && slots.free > 0) {
       const batch: Call<I, O>[] = [];
       let taken = 0;
       while (taken < pending.length && batch.length < size) {
@@ -321,10 +365,11 @@ export function coalescer<I, O>(
       pending = taken === pending.length ? [] : pending.slice(taken);
       if (batch.length > 0) send(batch);
     }
+    if (pending.length > 0) slots.wait(schedule);
   };
 
   const free = () => {
-    inFlight--;
+    slots.give();
     schedule();
   };
 
@@ -357,14 +402,15 @@ export function coalescer<I, O>(
     }
     for (const call of flight.calls) {
       if (call.state !== "settled") {
+        const sent = call.state === "sent";
         settle(call);
-        call.reject(error);
+        call.reject(failed ? failed(error, sent) : error);
       }
     }
   };
 
   const send = (calls: Call<I, O>[]) => {
-    inFlight++;
+    slots.take();
     const flight = new Flight(calls, free);
     let statement: Promise<readonly Outcome<O>[]>;
     try {
@@ -372,9 +418,9 @@ export function coalescer<I, O>(
     } catch (error) {
       statement = Promise.reject(error);
     }
-    const failed = (error: unknown) => fail(flight, error);
-    statement.then((outcomes) => answer(flight, outcomes), failed)
-      .catch(failed).finally(flight.release);
+    const failure = (error: unknown) => fail(flight, error);
+    statement.then((outcomes) => answer(flight, outcomes), failure)
+      .catch(failure).finally(flight.release);
   };
 
   return (input) =>

@@ -3,14 +3,19 @@
  * to branch on, and `name` equal to its class name.
  *
  * No message or property of these errors ever holds a plaintext
- * authorization code, a code hash, or the database server's detail text.
+ * authorization code, a code hash, or the database server's detail text;
+ * a database error holds nothing of the statement either (no SQL, table
+ * name or parameter) and has no `cause`.
  *
  * @module
  */
 
+import { describeReason } from "./_reasons.ts";
+
 /**
- * Base class of every error this module raises itself. Database errors are
- * not wrapped: they reach the caller as postgres.js raised them.
+ * Base class of every error the store raises: its own, and what the
+ * database or the driver answered ({@linkcode DatabaseError}), which never
+ * reaches the caller as the driver raised it.
  *
  * @example Branch on the stable code
  * ```ts
@@ -249,4 +254,100 @@ export class PkceRequiredError extends CodeStoreError {
   constructor(message: string = "invalid_request") {
     super(PkceRequiredError.code, message);
   }
+}
+
+/**
+ * A call failed in the database: the server answered with an error
+ * ({@linkcode DatabaseError.reason} is its SQLSTATE, such as `"42P01"`), or
+ * the driver failed otherwise. It carries nothing of the statement: no SQL,
+ * no table name, no parameter (the driver's own error, which does, is not
+ * kept, not even as `cause`). {@linkcode DatabaseError.sent} tells whether
+ * the statement had reached the database: if not, the call had no effect.
+ *
+ * @example
+ * ```ts
+ * import { DatabaseError } from "@attesto/code-store";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const error = new DatabaseError("take", "42P01", true);
+ * assertEquals(error.code, "ERR_DATABASE");
+ * assertEquals(error.reason, "42P01");
+ * assertEquals(
+ *   error.message,
+ *   "take() failed in the database (SQLSTATE 42P01: the table does not " +
+ *     "exist; run migrate()); its statement had been sent and may or may " +
+ *     "not have taken effect",
+ * );
+ * ```
+ */
+export class DatabaseError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code: string = "ERR_DATABASE";
+
+  /** The operation that failed: `"take"`, `"put"`, `"migrate"`, ... */
+  readonly operation: string;
+
+  /**
+   * What failed: the SQLSTATE the server answered with (`"25006"`), or the
+   * driver's or the socket's code (`"ECONNREFUSED"`, `"CONNECTION_CLOSED"`).
+   */
+  readonly reason: string;
+
+  /**
+   * Whether the call's statement had been sent to the database: `false`
+   * means it had no effect (a `take` spent nothing, a `put` stored nothing).
+   */
+  readonly sent: boolean;
+
+  /**
+   * Creates the error.
+   *
+   * @param operation The store operation, such as `"take"`.
+   * @param reason The SQLSTATE or the driver's code.
+   * @param sent Whether the statement had been sent to the database.
+   */
+  constructor(operation: string, reason: string, sent: boolean) {
+    const unavailable = new.target === DatabaseUnavailableError;
+    super(
+      unavailable ? DatabaseUnavailableError.code : DatabaseError.code,
+      `${operation}() ${
+        unavailable
+          ? `could not get an answer from the database (${
+            describeReason(reason)
+          })`
+          : `failed in the database (${describeReason(reason)})`
+      }; ` +
+        (sent
+          ? "its statement had been sent and may or may not have taken effect"
+          : "its statement had not been sent and has no effect"),
+    );
+    this.operation = operation;
+    this.reason = reason;
+    this.sent = sent;
+  }
+}
+
+/**
+ * A call got no answer from the database: it could not be reached
+ * (`ECONNREFUSED`, a timeout connecting), the connection was lost
+ * (`CONNECTION_CLOSED`, `ECONNRESET`), the pool was ended
+ * (`CONNECTION_ENDED`), or the server is not taking work (shutting down,
+ * read-only during a failover, out of connections). Retry later: with
+ * `sent` false the call had no effect; otherwise it may or may not have
+ * (a `take` may have spent the code, and it is returned to no one).
+ *
+ * @example
+ * ```ts
+ * import { DatabaseError, DatabaseUnavailableError } from "@attesto/code-store";
+ * import { assert, assertEquals } from "@std/assert";
+ *
+ * const error = new DatabaseUnavailableError("put", "ECONNREFUSED", false);
+ * assertEquals(error.code, "ERR_DATABASE_UNAVAILABLE");
+ * assert(error instanceof DatabaseError);
+ * assertEquals(error.sent, false);
+ * ```
+ */
+export class DatabaseUnavailableError extends DatabaseError {
+  /** The stable code of this error kind. */
+  static override readonly code: string = "ERR_DATABASE_UNAVAILABLE";
 }

@@ -5,10 +5,12 @@
  * @module
  */
 
-import type { Sql } from "postgres";
-import { bounded } from "./_cancel.ts";
-import { boundedQuery, decode } from "./_driver.ts";
+import { databaseError } from "./_database_error.ts";
+import { deadline } from "./_deadline.ts";
+import { type Driver, driverOf } from "./driver/driver.ts";
+import { OperationTimeoutError } from "./errors.ts";
 import { hashCode } from "./hash_code.ts";
+import type { PostgresPool } from "./pool.ts";
 import { CODE_TABLE, type Column, names, SPENT_TABLE } from "./_columns.ts";
 import { knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName, quoteName, type TableName } from "./table_name.ts";
@@ -125,40 +127,35 @@ function identifier(name: string): string {
  * the tables and needs no privilege on them.
  */
 async function isCurrent(
-  sql: Sql,
+  driver: Driver,
   table: TableName,
-  limit: number,
+  signal: AbortSignal,
 ): Promise<boolean> {
-  // Lists travel as jsonb: without fetch_types postgres.js cannot send an
-  // array parameter.
-  const names = (list: readonly string[]) =>
-    sql.json(list as unknown as string[]);
   const indexes = indexNames(table).map((index) =>
     quoteName(table.schema ? `${table.schema}.${index}` : index)
   );
-  const count = (relation: number, columns: number) => `
+  const count = (relation: string, columns: string) => `
     (select count(*) from pg_attribute
-      where attrelid = to_regclass($${relation})
+      where attrelid = to_regclass($1->>'${relation}')
         and attnum > 0 and not attisdropped
-        and attname::text in (select jsonb_array_elements_text($${columns}))
+        and attname::text in (select jsonb_array_elements_text($1->'${columns}'))
     )::int::text`;
-  const rows = await boundedQuery(
-    sql,
-    "migrate",
-    limit,
-    `select ${count(1, 2)}, ${count(3, 4)},
-      (select count(*) from jsonb_array_elements_text($5) i
+  const rows = await driver.send({
+    text: `select ${count("codes", "codeColumns")}, ${
+      count("spent", "spentColumns")
+    },
+      (select count(*) from jsonb_array_elements_text($1->'indexes') i
         where to_regclass(i) is not null
       )::int::text`,
-    [
-      quoteName(table.qualified),
-      names(CURRENT_COLUMNS.codes),
-      quoteName(table.spent),
-      names(CURRENT_COLUMNS.spent),
-      names(indexes),
-    ],
-  );
-  const [codes, spent, found] = (decode(rows)[0] ?? []).map(Number);
+    payload: () => ({
+      codes: quoteName(table.qualified),
+      codeColumns: CURRENT_COLUMNS.codes,
+      spent: quoteName(table.spent),
+      spentColumns: CURRENT_COLUMNS.spent,
+      indexes,
+    }),
+  }, signal);
+  const [codes, spent, found] = (rows[0] ?? []).map(Number);
   return codes === CURRENT_COLUMNS.codes.length &&
     spent === CURRENT_COLUMNS.spent.length && found === indexes.length;
 }
@@ -178,17 +175,19 @@ async function isCurrent(
  * blocks every `take` while it waits, within `timeoutMs`): run it at deploy
  * time, before the new version serves.
  *
- * @param sql A postgres.js instance.
+ * @param pool A postgres.js pool (3.4 or 4.x).
  * @param options The table name and the time bound.
  * @returns When the tables are current.
- * @throws {TypeError} If `options.table` is not a valid identifier, an
- * option is unknown, or a value is of the wrong type.
+ * @throws {TypeError} If `pool` is not a pool of a supported postgres.js
+ * version, `options.table` is not a valid identifier, an option is
+ * unknown, or a value is of the wrong type.
  * @throws {RangeError} If `timeoutMs` is out of range.
  * @throws {OperationTimeoutError} If it took longer than `timeoutMs`.
- * @throws {Error} Database errors, as postgres.js raised them (for example
- * when the schema of a qualified name does not exist, `42501` when an
- * upgrade lacks privileges, or `55P03` when a lock was not granted in
- * time).
+ * @throws {DatabaseError} If the database failed it (`reason` is the
+ * SQLSTATE: `3F000` when the schema of a qualified name does not exist,
+ * `42501` when an upgrade lacks privileges, `55P03` when a lock was not
+ * granted in time), or ({@linkcode DatabaseUnavailableError}) gave no
+ * answer.
  *
  * @example
  * ```ts ignore
@@ -201,35 +200,38 @@ async function isCurrent(
  * ```
  */
 export async function migrate(
-  sql: Sql,
+  pool: PostgresPool,
   options: MigrateOptions = {},
 ): Promise<void> {
+  const driver = driverOf(pool, "migrate");
   const o = knownOptions(options, ["table", "timeoutMs"]);
   const table = parseTableName(o.table);
   const limit = timeoutMs(o.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
   const started = performance.now();
-  if (await isCurrent(sql, table, limit)) return;
-  const text = ddl(table);
-  const left = Math.max(1, limit - (performance.now() - started));
-  // The transaction is not one query to cancel: its own statement_timeout
-  // and lock_timeout end it on the server, and `bounded` the caller's wait.
-  await bounded(
-    "migrate",
-    left,
-    sql.begin(async (tx) => {
+  using time = deadline(limit);
+  try {
+    if (await isCurrent(driver, table, time.signal)) return;
+    const left = Math.max(1, limit - (performance.now() - started));
+    // The transaction is not one statement to cancel: its own
+    // statement_timeout and lock_timeout end it on the server, and the
+    // deadline the caller's wait.
+    await driver.transaction([
       // A migration would otherwise send a notice per object that exists
       // ("already exists, skipping"), which postgres.js logs.
-      await tx.unsafe(
-        left === Infinity
-          ? "set local client_min_messages = warning"
-          : `set local client_min_messages = warning; set local statement_timeout = ${
-            Math.ceil(left)
-          }; set local lock_timeout = ${Math.ceil(left)}`,
-      );
+      left === Infinity
+        ? "set local client_min_messages = warning"
+        : `set local client_min_messages = warning; set local statement_timeout = ${
+          Math.ceil(left)
+        }; set local lock_timeout = ${Math.ceil(left)}`,
       // Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-      await tx`select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))`;
+      "select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))",
       // DDL takes no parameters; the text holds only the validated name.
-      await tx.unsafe(text);
-    }),
-  );
+      ddl(table),
+    ], time.signal);
+  } catch (error) {
+    if (time.signal.aborted) {
+      throw new OperationTimeoutError("migrate", limit, true);
+    }
+    throw databaseError(driver, "migrate", error, true);
+  }
 }

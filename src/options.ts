@@ -62,7 +62,7 @@ export interface CodeStoreOptions {
    * multi-row `INSERT ... ON CONFLICT DO NOTHING`, where a row that was not
    * inserted is a `DuplicateCodeError` for that caller only (an entry is
    * never overwritten). A lone call is sent at once; calls made in the same
-   * tick, or while `concurrency` statements (default: the pool's `max`) are
+   * tick, or while `maxConnections` statements are
    * in flight, go out together, at most `maxBatch` (default 64) per
    * statement. A statement that fails fails every call still waiting in it.
    * `false` sends one statement per call.
@@ -71,9 +71,19 @@ export interface CodeStoreOptions {
     | boolean
     | {
       readonly maxBatch?: number | undefined;
+      /** @deprecated Use {@linkcode CodeStoreOptions.maxConnections}. */
       readonly concurrency?: number | undefined;
     }
     | undefined;
+  /**
+   * The most connections of the pool the store's statements occupy at once
+   * (default: half the pool's `max`, rounded up; 1 to 10 000). Each store
+   * statement runs alone on its connection, and one waiting on a lock holds
+   * it: the bound leaves the rest of a shared pool to the application, and
+   * calls beyond it wait in the store (within `timeoutMs`), where they are
+   * coalesced.
+   */
+  readonly maxConnections?: number | undefined;
 }
 
 /** Validated store options. */
@@ -81,10 +91,10 @@ export interface StoreSettings {
   readonly table: TableName;
   readonly timeoutMs: number;
   readonly retentionSeconds: number;
-  /** `undefined`: no coalescing. */
-  readonly coalesce:
-    | { readonly maxBatch: number; readonly concurrency: number | undefined }
-    | undefined;
+  /** The largest batch; 1 without coalescing. */
+  readonly maxBatch: number;
+  /** `maxConnections`, or `undefined` for the default (half the pool). */
+  readonly maxConnections: number | undefined;
 }
 
 /** Options renamed in 0.2, with the name to use now. */
@@ -109,13 +119,30 @@ export function storeSettings(options: unknown): StoreSettings {
     "timeoutMs",
     "tombstoneRetentionSeconds",
     "coalesce",
+    "maxConnections",
   ]);
+  const coalesce = coalesceSettings(o.coalesce);
+  const maxConnections = o.maxConnections === undefined
+    ? coalesce?.concurrency
+    : integer(o.maxConnections, "options.maxConnections", 1, 10_000);
   return {
     table: parseTableName(o.table),
     timeoutMs: timeoutMs(o.timeoutMs, DEFAULT_TIMEOUT_MS, false),
     retentionSeconds: retentionSeconds(o.tombstoneRetentionSeconds),
-    coalesce: coalesceSettings(o.coalesce),
+    maxBatch: coalesce?.maxBatch ?? 1,
+    maxConnections,
   };
+}
+
+/**
+ * The connections a store uses at once on a pool of `max`: the
+ * `maxConnections` option, or half the pool (rounded up).
+ */
+export function storeConnections(
+  maxConnections: number | undefined,
+  max: number,
+): number {
+  return maxConnections ?? Math.max(1, Math.ceil(max / 2));
 }
 
 /**
@@ -205,7 +232,11 @@ export function integer(
   return value;
 }
 
-function coalesceSettings(value: unknown): StoreSettings["coalesce"] {
+function coalesceSettings(
+  value: unknown,
+):
+  | { readonly maxBatch: number; readonly concurrency: number | undefined }
+  | undefined {
   if (value === false) return undefined;
   if (value === true || value === undefined) {
     return { maxBatch: DEFAULT_MAX_BATCH, concurrency: undefined };

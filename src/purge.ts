@@ -5,9 +5,11 @@
  * @module
  */
 
-import type { Sql } from "postgres";
-import { coalescer } from "./coalesce.ts";
+import { databaseError } from "./_database_error.ts";
+import { deadline } from "./_deadline.ts";
+import { type Driver, driverOf } from "./driver/driver.ts";
 import { OperationTimeoutError } from "./errors.ts";
+import type { PostgresPool } from "./pool.ts";
 import { purgeRows } from "./statements.ts";
 import { integer, knownOptions, timeoutMs } from "./options.ts";
 import { parseTableName } from "./table_name.ts";
@@ -64,16 +66,17 @@ export function batchSize(value: unknown): number {
  * holds (`FOR UPDATE SKIP LOCKED`), and commits before the next begins.
  * Run it every few minutes (see the README: `Deno.cron` or an interval).
  *
- * @param sql A postgres.js instance.
+ * @param pool A postgres.js pool (3.4 or 4.x).
  * @param options The table, the batch size and the time bound.
  * @returns The numbers of codes and tombstones deleted.
- * @throws {TypeError} If `options.table` is not a valid identifier, an
- * option is unknown, or a value is of the wrong type.
+ * @throws {TypeError} If `pool` is not a pool of a supported postgres.js
+ * version, `options.table` is not a valid identifier, an option is
+ * unknown, or a value is of the wrong type.
  * @throws {RangeError} If `batchSize` or `timeoutMs` is out of range.
  * @throws {OperationTimeoutError} If the purge took longer than
  * `timeoutMs`; batches already committed stay deleted.
- * @throws {Error} Database errors, as postgres.js raised them; batches
- * already committed stay deleted.
+ * @throws {DatabaseError} If the database failed a batch or gave no
+ * answer; batches already committed stay deleted.
  *
  * @example
  * ```ts ignore
@@ -87,38 +90,47 @@ export function batchSize(value: unknown): number {
  * ```
  */
 export async function purgeExpired(
-  sql: Sql,
+  pool: PostgresPool,
   options: PurgeOptions = {},
 ): Promise<PurgeResult> {
+  const driver = driverOf(pool, "purgeExpired");
   const o = knownOptions(options, ["table", "batchSize", "timeoutMs"]);
   const table = parseTableName(o.table);
   const size = batchSize(o.batchSize);
   const limit = timeoutMs(o.timeoutMs, DEFAULT_PURGE_TIMEOUT_MS);
-  const deadline = performance.now() + limit;
-  return {
-    codes: await purge(sql, table.qualified, size, deadline),
-    tombstones: await purge(sql, table.spent, size, deadline),
-  };
+  using time = deadline(limit);
+  // Whether a batch was written: if none was, the purge had no effect.
+  let sent = false;
+  const run = (name: string) =>
+    purge(driver, name, size, time.signal, () => sent = true);
+  try {
+    return {
+      codes: await run(table.qualified),
+      tombstones: await run(table.spent),
+    };
+  } catch (error) {
+    if (time.signal.aborted) {
+      throw new OperationTimeoutError("purgeExpired", limit, sent);
+    }
+    throw databaseError(driver, "purgeExpired", error, sent);
+  }
 }
 
+/**
+ * Deletes the expired rows of `table`, a batch per statement, each its own
+ * transaction, until a batch finds fewer than `size`. Past the deadline,
+ * the running batch is cancelled, and one not yet written deletes nothing.
+ */
 async function purge(
-  sql: Sql,
+  driver: Driver,
   table: string,
   size: number,
-  deadline: number,
-) {
-  const run = purgeRows(sql, table);
+  signal: AbortSignal,
+  written: () => void,
+): Promise<number> {
   let total = 0;
   for (;;) {
-    // Each batch is one call with what is left of the purge's time: sent
-    // late, it deletes nothing; running when the time is up, cancelled.
-    const left = Math.max(1, Math.ceil(deadline - performance.now()));
-    const deleted = await coalescer(run, {
-      maxBatch: 1,
-      concurrency: 1,
-      timeout: left,
-      expired: (sent) => new OperationTimeoutError("purgeExpired", left, sent),
-    })(size);
+    const deleted = await purgeRows(driver, table, size, signal, written);
     total += deleted;
     if (deleted < size) return total;
   }

@@ -16,9 +16,8 @@
  * @module
  */
 
-import type { Sql } from "postgres";
 import { names, SPENT_TABLE, TOMBSTONE_FROM_ROW } from "./_columns.ts";
-import { type Alone, decode, type Raw, sendAlone } from "./_driver.ts";
+import type { Driver, Rows } from "./driver/driver.ts";
 import { parseJson } from "./_parse_json.ts";
 import { quoteName } from "./table_name.ts";
 import type { Batch, BatchRunner, Outcome } from "./coalesce.ts";
@@ -44,8 +43,8 @@ export interface Tables {
 /**
  * Runs `text` for a batch, its one parameter (`$1`, jsonb) being the JSON
  * of `payload(sent)` for the calls still waiting when it is written, as the
- * last statement on its connection ({@linkcode sendAlone}). Once every call
- * has timed out, it is stopped while the server works on it.
+ * only statement on its connection (the driver's `send`). Once every call
+ * has timed out, the batch's signal stops it, and its rows go to no one.
  *
  * A serialization failure (40001) is retried, with the calls still
  * waiting: under a `default_transaction_isolation` of `repeatable read` or
@@ -55,31 +54,30 @@ export interface Tables {
  * (or its `DuplicateCodeError`), whatever the server's default.
  */
 async function execute(
-  sql: Sql,
+  driver: Driver,
   batch: Batch<unknown>,
   payload: (sent: readonly number[]) => unknown,
   text: string,
-): Promise<Raw> {
-  let statement: Alone | undefined;
-  // Written: stopped once it runs. Not written: only if the server holds
-  // it now (a Parse waiting for a lock), never later.
-  batch.onAbandoned((sent) => statement?.stop(sent));
+): Promise<Rows> {
+  const { signal } = batch;
   for (let attempt = 1;; attempt++) {
     const retry = attempt > 1;
-    const input = sql.json({
-      toJSON: () =>
-        payload(
-          retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
-        ),
-    });
-    statement = sendAlone(sql, text, [input]);
     try {
-      return await statement.result;
+      return await driver.send({
+        text,
+        payload: () =>
+          payload(
+            retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
+          ),
+      }, signal);
     } catch (error) {
-      // Its connection was ended to stop it: every call had timed out.
-      if (statement.ended) return [];
-      const code = (error as { code?: unknown } | null)?.code;
-      if (code !== "40001" || attempt >= SERIALIZATION_RETRIES) throw error;
+      // Stopped: every call had timed out.
+      if (signal.aborted) return [];
+      const failure = driver.failure(error);
+      if (
+        failure.kind !== "server" || failure.sqlState !== "40001" ||
+        attempt >= SERIALIZATION_RETRIES
+      ) throw error;
     }
   }
 }
@@ -118,7 +116,7 @@ const HASHES = "(select jsonb_array_elements_text($1))";
  * codes for the race check, whole on every statement.
  */
 export function insertRows(
-  sql: Sql,
+  driver: Driver,
   { codes, spent }: Tables,
 ): BatchRunner<CodeRow, void> {
   const table = quoteName(codes);
@@ -149,7 +147,7 @@ export function insertRows(
     // so success goes to that call only.
     const owner = new Map<string, number>();
     const inserted = await execute(
-      sql,
+      driver,
       batch,
       (sent) => {
         owner.clear();
@@ -163,14 +161,17 @@ export function insertRows(
     );
     const stored = new Set<string>();
     const raced: string[] = [];
-    for (const [hash, redeemed] of decode(inserted)) {
+    for (const [hash, redeemed] of inserted) {
       if (redeemed === "true") raced.push(hash!);
       else stored.add(hash!);
     }
     // Such a code value was just redeemed: its new row could never be (a
     // live tombstone), so it goes, and its caller learns it.
     if (raced.length > 0) {
-      await sql.unsafe(undo, [sql.json(raced) as never]);
+      await driver.send({
+        text: undo,
+        payload: () => raced,
+      });
     }
     return batch.inputs.map(({ code_hash: hash }, i) =>
       owner.get(hash) === i && stored.has(hash)
@@ -201,7 +202,7 @@ const ENTRY_JSON = `json_build_array(${
  * the first still waiting that asked for it; the others get `null`.
  */
 export function deleteRows(
-  sql: Sql,
+  driver: Driver,
   { codes, spent, retention }: Tables,
 ): BatchRunner<string, CodeEntry | null> {
   const kept = TOMBSTONE_FROM_ROW.filter((column) => column !== "code_hash");
@@ -227,13 +228,13 @@ export function deleteRows(
     where code_hash in (select code_hash from tombstones)`;
   return async (batch) => {
     const taken = await execute(
-      sql,
+      driver,
       batch,
       (sent) => inputsOf(batch, sent),
       text,
     );
     const rows = new Map<string, unknown[]>();
-    for (const [json] of decode(taken)) {
+    for (const [json] of taken) {
       const values = parseJson(json!) as unknown[];
       rows.set(values[0] as string, values);
     }
@@ -256,7 +257,7 @@ export function deleteRows(
  * the first caller still waiting gets the count, the others 0).
  */
 export function deleteGrants(
-  sql: Sql,
+  driver: Driver,
   { codes }: Tables,
 ): BatchRunner<string, number> {
   const text = `
@@ -265,13 +266,13 @@ export function deleteGrants(
     returning grant_id`;
   return async (batch) => {
     const deleted = await execute(
-      sql,
+      driver,
       batch,
       (sent) => [...new Set(inputsOf(batch, sent))],
       text,
     );
     const counts = new Map<string, number>();
-    for (const [grant] of decode(deleted)) {
+    for (const [grant] of deleted) {
       counts.set(grant!, (counts.get(grant!) ?? 0) + 1);
     }
     return batch.inputs.map((grant, i) => {
@@ -283,15 +284,18 @@ export function deleteGrants(
 }
 
 /**
- * One batch of `purgeExpired`: deletes up to the batch's size of expired
- * rows of `table` (codes or tombstones), skipping rows another transaction
- * holds; returns how many. The size is read when the statement is written,
- * so a statement sent after its call timed out deletes nothing.
+ * One batch of `purgeExpired`: deletes up to `size` expired rows of `table`
+ * (codes or tombstones), skipping rows another transaction holds; returns
+ * how many. The size is read when the statement is written (`written` is
+ * called then): sent after `signal` aborted, it deletes nothing.
  */
-export function purgeRows(
-  sql: Sql,
+export async function purgeRows(
+  driver: Driver,
   table: string,
-): BatchRunner<number, number> {
+  size: number,
+  signal: AbortSignal,
+  written: () => void,
+): Promise<number> {
   const name = quoteName(table);
   const text = `
     with doomed as (
@@ -306,16 +310,14 @@ export function purgeRows(
       returning 1
     )
     select count(*)::int from gone`;
-  return async (batch) => {
-    const result = await execute(
-      sql,
-      batch,
-      (sent) => [sent.length > 0 ? batch.inputs[sent[0]!] : 0],
-      text,
-    );
-    const [[count] = []] = decode(result);
-    return batch.inputs.map(() => ({ value: Number(count) }));
-  };
+  const [[count] = []] = await driver.send({
+    text,
+    payload: () => {
+      written();
+      return [signal.aborted ? 0 : size];
+    },
+  }, signal);
+  return Number(count);
 }
 
 /**
@@ -323,7 +325,7 @@ export function purgeRows(
  * on the way out.
  */
 export function findTombstones(
-  sql: Sql,
+  driver: Driver,
   { spent: table }: Tables,
 ): BatchRunner<string, SpentCode | null> {
   const text = `
@@ -333,13 +335,13 @@ export function findTombstones(
     where code_hash = any(array${HASHES}) and expires_at > now()`;
   return async (batch) => {
     const found = await execute(
-      sql,
+      driver,
       batch,
       (sent) => inputsOf(batch, sent),
       text,
     );
-    const rows = new Map<string, (string | null)[]>();
-    for (const row of decode(found)) rows.set(row[0]!, row);
+    const rows = new Map<string, readonly (string | null)[]>();
+    for (const row of found) rows.set(row[0]!, row);
     const at = TOMBSTONE_FROM_ROW.length;
     return batch.inputs.map((hash) => {
       const row = rows.get(hash);

@@ -4,10 +4,11 @@
  * @module
  */
 
-import type { Sql } from "postgres";
-import { afterBrokenConnection, checkDriver } from "./_driver.ts";
+import { databaseError } from "./_database_error.ts";
+import { type Driver, driverOf } from "./driver/driver.ts";
+import type { PostgresPool } from "./pool.ts";
 import { promised } from "./_promised.ts";
-import { coalescer, type Quiet } from "./coalesce.ts";
+import { coalescer, type Quiet, Slots } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
@@ -20,18 +21,21 @@ import {
 } from "./statements.ts";
 import {
   type CodeStoreOptions,
+  storeConnections,
   type StoreSettings,
   storeSettings,
 } from "./options.ts";
 import type { CodeEntry, NewCode, SpentCode } from "./types.ts";
 
 /**
- * Where the store finds its database: a postgres.js `Sql` instance, or a
+ * Where the store finds its database: a postgres.js pool (3.4 or 4.x), or a
  * function returning one, called on every operation (so a host can create
- * its pool lazily, as on Deno Deploy). A function that returns no `Sql`
+ * its pool lazily, as on Deno Deploy). A function that returns no pool
  * makes the operation reject with {@linkcode MissingRepositoryError}.
  */
-export type Repository = Sql | (() => Sql | undefined | null);
+export type Repository =
+  | PostgresPool
+  | (() => PostgresPool | undefined | null);
 
 /**
  * A store of single-use authorization codes (RFC 6749 §4.1.2: "The client
@@ -54,7 +58,9 @@ export interface CodeStore {
    * @throws {MissingRepositoryError} If the repository function yields no
    * database; nothing is written.
    * @throws {OperationTimeoutError} If the database did not answer in time.
-   * @throws {Error} Other database errors, as postgres.js raised them.
+   * @throws {DatabaseError} If the database failed the statement, or
+   * ({@linkcode DatabaseUnavailableError}) gave no answer; `sent` false: no
+   * effect.
    */
   put(input: NewCode): Promise<void>;
 
@@ -80,8 +86,10 @@ export interface CodeStore {
    * @throws {OperationTimeoutError} If the database did not answer in time:
    * with `sent` false the code is not spent; otherwise it may or may not
    * be, and is never returned to anyone else.
-   * @throws {Error} Database errors, as postgres.js raised them; the code may
-   * or may not be spent, and is never returned to anyone else.
+   * @throws {DatabaseError} If the database failed the statement, or
+   * ({@linkcode DatabaseUnavailableError}) gave no answer: with `sent` false
+   * the code is not spent; otherwise it may or may not be, and is never
+   * returned to anyone else.
    */
   take(code: string): Promise<CodeEntry | null>;
 
@@ -103,7 +111,8 @@ export interface CodeStore {
    * @throws {MissingRepositoryError} If the repository function yields no
    * database.
    * @throws {OperationTimeoutError} If the database did not answer in time.
-   * @throws {Error} Database errors, as postgres.js raised them.
+   * @throws {DatabaseError} If the database failed the statement or gave
+   * no answer.
    */
   spent(code: string): Promise<SpentCode | null>;
 
@@ -119,7 +128,8 @@ export interface CodeStore {
    * @throws {MissingRepositoryError} If the repository function yields no
    * database.
    * @throws {OperationTimeoutError} If the database did not answer in time.
-   * @throws {Error} Database errors, as postgres.js raised them.
+   * @throws {DatabaseError} If the database failed the statement or gave
+   * no answer.
    */
   revokeGrant(grantId: string): Promise<number>;
 }
@@ -133,11 +143,13 @@ export interface CodeStore {
  * `fetch_types: false` are fine, and column or value `transform`s never
  * touch an entry.
  *
- * @param repo A postgres.js `Sql` instance, or a function returning one
+ * @param repo A postgres.js pool (3.4 or 4.x), or a function returning one
  * (called on every operation).
- * @param options The table, the timeout, coalescing and tombstone retention.
+ * @param options The table, the timeout, coalescing, the connections it
+ * may occupy and tombstone retention.
  * @returns The store: `put`, `take`, `spent` and `revokeGrant` closures.
- * @throws {TypeError} If `repo` is missing or not a function,
+ * @throws {TypeError} If `repo` is missing, not a function, or a pool of
+ * no supported postgres.js version (the message names them),
  * `options.table` is not a valid identifier, an option is unknown, or a
  * value is of the wrong type.
  * @throws {RangeError} If a number is out of range.
@@ -178,14 +190,14 @@ export function createCodeStore(
 ): CodeStore {
   if (repo === undefined || repo === null) {
     throw new TypeError(
-      "createCodeStore needs a postgres.js Sql instance or a function " +
-        "returning one; a store without a database fails closed",
+      "createCodeStore needs a postgres.js pool or a function returning " +
+        "one; a store without a database fails closed",
     );
   }
   if (typeof repo !== "function") {
     throw new TypeError(
-      "createCodeStore: repo must be a postgres.js Sql instance or a " +
-        "function returning one",
+      "createCodeStore: repo must be a postgres.js pool or a function " +
+        "returning one",
     );
   }
   const settings = storeSettings(options);
@@ -194,36 +206,38 @@ export function createCodeStore(
     spent: settings.table.spent,
     retention: settings.retentionSeconds,
   };
-  const { timeoutMs, coalesce } = settings;
 
-  const database: () => Sql = isSql(repo) ? () => repo : () => {
-    const sql = repo();
-    if (!isSql(sql)) throw new MissingRepositoryError(describe(sql));
-    return sql;
-  };
+  // A pool given directly is recognised now: a wrong one fails here.
+  const given = isPool(repo) ? driverOf(repo, "createCodeStore") : undefined;
+  const database: () => PostgresPool = given
+    ? () => repo as PostgresPool
+    : () => {
+      const pool = (repo as () => unknown)();
+      if (!isPool(pool)) throw new MissingRepositoryError(describe(pool));
+      return pool;
+    };
   // One set of statements per pool (a repository function may return
-  // several), each with its own queues and deadlines. A pool's driver is
-  // checked when its statements are made, on its first use.
-  const perPool = new WeakMap<Sql, Statements>();
-  const statements = (sql: Sql): Statements => {
-    let found = perPool.get(sql);
+  // several), each with its own queues and deadlines; a pool is recognised
+  // when its statements are made, on its first use.
+  const perPool = new WeakMap<PostgresPool, Statements>();
+  const statements = (pool: PostgresPool): Statements => {
+    let found = perPool.get(pool);
     if (!found) {
-      checkDriver(sql);
-      found = statementsFor(sql, tables, timeoutMs, coalesce);
-      perPool.set(sql, found);
+      const driver = driverOf(pool, "createCodeStore");
+      found = statementsFor(driver, tables, settings);
+      perPool.set(pool, found);
     }
     return found;
   };
-  // A pool given directly is checked now: a wrong driver fails at creation.
-  if (isSql(repo)) statements(repo);
+  if (given) statements(repo as PostgresPool);
 
   return {
     put: (input: NewCode): Promise<void> =>
       promised(() => {
         const { code, data, expiresAt } = validateNewCode(input);
-        const sql = database();
+        const pool = database();
         const row = rowOf({ codeHash: hashCode(code), data, expiresAt });
-        return statements(sql).put(row);
+        return statements(pool).put(row);
       }),
 
     // The hot path: no closure per call, and the coalescer's own promise.
@@ -242,8 +256,8 @@ export function createCodeStore(
     spent: (code: string): Promise<SpentCode | null> =>
       promised(() => {
         const hash = presentedHash(code);
-        const sql = database();
-        return hash ? statements(sql).spent(hash) : null;
+        const pool = database();
+        return hash ? statements(pool).spent(hash) : null;
       }),
 
     revokeGrant: (grantId: string): Promise<number> =>
@@ -267,31 +281,36 @@ interface Statements {
 
 /**
  * Every operation goes through a coalescer, which keeps each call's
- * deadline. Without coalescing, each call is a batch of one, and as many
- * run at once as there are calls.
+ * deadline; the four share the store's connections on the pool. Without
+ * coalescing, each call is a batch of one.
  */
 function statementsFor(
-  sql: Sql,
+  driver: Driver,
   tables: Tables,
-  timeout: number,
-  coalesce: StoreSettings["coalesce"],
+  settings: StoreSettings,
 ): Statements {
-  const quiet: Quiet = { after: afterBrokenConnection, until: 0 };
+  const { timeoutMs: timeout, maxBatch } = settings;
+  const quiet: Quiet = { after: driver.pauseAfter, until: 0 };
+  const connections = storeConnections(
+    settings.maxConnections,
+    driver.connections,
+  );
+  const slots = new Slots(connections);
   const limits = (operation: string) => ({
     quiet,
-    maxBatch: coalesce?.maxBatch ?? 1,
-    concurrency: coalesce
-      ? coalesce.concurrency ?? sql.options?.max ?? 10
-      : Infinity,
+    maxBatch,
+    slots,
     timeout,
     expired: (sent: boolean) =>
       new OperationTimeoutError(operation, timeout, sent),
+    failed: (error: unknown, sent: boolean) =>
+      databaseError(driver, operation, error, sent),
   });
   return {
-    put: coalescer(insertRows(sql, tables), limits("put")),
-    take: coalescer(deleteRows(sql, tables), limits("take")),
-    spent: coalescer(findTombstones(sql, tables), limits("spent")),
-    revokeGrant: coalescer(deleteGrants(sql, tables), limits("revokeGrant")),
+    put: coalescer(insertRows(driver, tables), limits("put")),
+    take: coalescer(deleteRows(driver, tables), limits("take")),
+    spent: coalescer(findTombstones(driver, tables), limits("spent")),
+    revokeGrant: coalescer(deleteGrants(driver, tables), limits("revokeGrant")),
   };
 }
 
@@ -307,19 +326,20 @@ export function checkGrantId(grantId: unknown): string {
   return grantId;
 }
 
-/** A postgres.js `Sql` instance is a function with these methods. */
-function isSql(value: unknown): value is Sql {
-  const candidate = value as Partial<Sql> | undefined;
+/**
+ * Whether `value` is meant as a pool (and not a repository function): a
+ * function with a pool's `unsafe` or `options`. Which major it is, and that
+ * it is one, the driver seam decides.
+ */
+function isPool(value: unknown): value is PostgresPool {
   return typeof value === "function" &&
-    typeof candidate?.unsafe === "function" &&
-    typeof candidate.begin === "function" &&
-    typeof candidate.json === "function";
+    ("unsafe" in value || "options" in value);
 }
 
 function describe(value: unknown): string {
   if (value === undefined || value === null) return `returned ${value}`;
   if (typeof (value as { then?: unknown }).then === "function") {
-    return "returned a Promise; it must return the Sql instance itself";
+    return "returned a Promise; it must return the pool itself";
   }
-  return `returned a ${typeof value} that is not a postgres.js Sql instance`;
+  return `returned a ${typeof value} that is not a postgres.js pool`;
 }

@@ -9,7 +9,7 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
-import postgres from "postgres";
+import postgres from "../tools/postgres.ts";
 import { createCodeStore } from "../mod.ts";
 import {
   databaseUrl,
@@ -73,7 +73,10 @@ Deno.test("`cli` errors never print the password: refused, silent, unknown host,
         `postgres://postgres:${secret}-4@127.0.0.1:${server.port}/postgres`,
         "28P01",
       ],
-      [server.url.replace("/postgres", "/no_such_db"), "3D000"],
+      [
+        Object.assign(new URL(server.url), { pathname: "/no_such_db" }).href,
+        "3D000",
+      ],
     ] as const;
     for (const [url, kind] of cases) {
       const run = await cli(["stats"], {
@@ -81,14 +84,7 @@ Deno.test("`cli` errors never print the password: refused, silent, unknown host,
         PGCONNECT_TIMEOUT: "1",
       });
       assertEquals(run.code, 1, `${kind}: ${run.err}`);
-      assertStringIncludes(
-        run.err,
-        kind === "28P01"
-          ? "password authentication failed"
-          : kind === "3D000"
-          ? "no_such_db"
-          : kind,
-      );
+      assertStringIncludes(run.err, kind);
       for (const text of [run.out, run.err]) {
         assert(!text.includes(secret), `${kind} printed the password`);
         assert(!text.includes("right-pw-3"), `${kind} printed the password`);

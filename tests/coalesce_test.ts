@@ -12,12 +12,13 @@ import {
   assertRejects,
   assertStrictEquals,
 } from "@std/assert";
-import { createCodeStore, DuplicateCodeError } from "../mod.ts";
+import { createCodeStore, DatabaseError, DuplicateCodeError } from "../mod.ts";
 import {
   type Batch,
   coalescer,
   type Outcome,
   type Quiet,
+  Slots,
 } from "../src/coalesce.ts";
 import {
   grant,
@@ -38,7 +39,7 @@ Deno.test("a lone call is sent at once, not after a timer; calls of one tick sha
     },
     {
       maxBatch: 3,
-      concurrency: 1,
+      slots: new Slots(1),
       timeout: 1000,
       expired: () => new Error("expired"),
     },
@@ -66,7 +67,7 @@ Deno.test("a failed batch rejects every call in it; a call's own error stays its
       ),
     {
       maxBatch: 10,
-      concurrency: 2,
+      slots: new Slots(2),
       timeout: 1000,
       expired: () => new Error("expired"),
     },
@@ -91,7 +92,7 @@ Deno.test("a call that times out while it waits for a slot is rejected without b
     },
     {
       maxBatch: 1,
-      concurrency: 1,
+      slots: new Slots(1),
       timeout: 100,
       expired: (wasSent) => new Error(wasSent ? "sent" : "not sent"),
     },
@@ -121,7 +122,7 @@ Deno.test("a runner that returns fewer outcomes than calls: every call settles, 
         Promise.resolve(inputs.slice(1).map((value) => ({ value }))),
       {
         maxBatch: 10,
-        concurrency: 1,
+        slots: new Slots(1),
         timeout: 1000,
         expired: () => new Error("expired"),
       },
@@ -149,12 +150,15 @@ Deno.test("each call keeps its own deadline: one that times out in flight leaves
   const run = coalescer<number, number>(
     (batch) =>
       new Promise((resolve) => {
-        batch.onAbandoned(() => cancelled.push([...batch.inputs]));
+        batch.signal.addEventListener(
+          "abort",
+          () => cancelled.push([...batch.inputs]),
+        );
         batches.push({ batch, resolve });
       }),
     {
       maxBatch: 10,
-      concurrency: 1,
+      slots: new Slots(1),
       timeout: 100,
       expired: (sent) => new Error(sent ? "expired, sent" : "expired"),
     },
@@ -208,7 +212,7 @@ Deno.test("a statement that never settles holds its slot only until its calls ti
     },
     {
       maxBatch: 10,
-      concurrency: 1,
+      slots: new Slots(1),
       timeout: 100,
       expired: () => new Error("expired"),
     },
@@ -236,7 +240,7 @@ Deno.test("after a statement fails because its connection broke, no statement is
     },
     {
       maxBatch: 1,
-      concurrency: 1,
+      slots: new Slots(1),
       timeout: 1000,
       expired: () => new Error("expired"),
       quiet,
@@ -253,7 +257,13 @@ Deno.test("after a statement fails because its connection broke, no statement is
   quiet.until = 0;
   const plain = coalescer<number, number>(
     () => Promise.reject(new Error("42P01")),
-    { maxBatch: 1, concurrency: 1, timeout: 1000, expired: () => 0, quiet },
+    {
+      maxBatch: 1,
+      slots: new Slots(1),
+      timeout: 1000,
+      expired: () => 0,
+      quiet,
+    },
   );
   await assertRejects(() => plain(1));
   assertEquals(quiet.until, 0);
@@ -370,7 +380,9 @@ Deno.test("a statement that fails rejects every call in its batch with the datab
   );
   for (const result of results) {
     assertEquals(result.status, "rejected");
-    assertEquals((result as PromiseRejectedResult).reason.code, "42P01");
+    const error = (result as PromiseRejectedResult).reason;
+    assertInstanceOf(error, DatabaseError);
+    assertEquals(error.reason, "42P01");
   }
 });
 

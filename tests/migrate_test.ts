@@ -8,13 +8,14 @@ import {
 } from "@std/assert";
 import {
   createCodeStore,
+  DatabaseError,
   hashCode,
   migrate,
   migrationSql,
   type NewCode,
 } from "../mod.ts";
 import { CODE_COLUMNS } from "../src/schema.ts";
-import postgres from "postgres";
+import postgres from "../tools/postgres.ts";
 import {
   connect,
   databaseUrl,
@@ -195,12 +196,14 @@ Deno.test("a hostile `table` option is refused before any SQL", async () => {
   assert(await store.take(input.code));
 });
 
-Deno.test("`migrate()` passes the database error through when the schema is missing", async () => {
+Deno.test("`migrate()` rejects with the database's reason when the schema is missing", async () => {
   await using t = await testDatabase();
-  const error = await assertRejects(() =>
-    migrate(t.sql, { table: "no_such_schema_x1.codes" })
+  const error = await assertRejects(
+    () => migrate(t.sql, { table: "no_such_schema_x1.codes" }),
+    DatabaseError,
   );
-  assertEquals((error as { code?: string }).code, "3F000"); // invalid_schema_name
+  assertEquals(error.reason, "3F000"); // invalid_schema_name
+  assertEquals(error.operation, "migrate");
 });
 
 Deno.test("`migrationSql()` is idempotent DDL quoting the table name", () => {
@@ -399,10 +402,11 @@ Deno.test("`migrate()` and the store run as a role with only USAGE on the schema
       assertStrictEquals(await store.take(input.code), null);
       assert(await store.spent(input.code));
       // An upgrade needs more: the same role cannot create what is missing.
-      const error = await assertRejects(() =>
-        migrate(app, { table: `${t.schema}.other` })
+      const error = await assertRejects(
+        () => migrate(app, { table: `${t.schema}.other` }),
+        DatabaseError,
       );
-      assertEquals((error as { code?: string }).code, "42501");
+      assertEquals(error.reason, "42501");
     } finally {
       await app.end({ timeout: 5 });
     }

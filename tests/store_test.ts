@@ -8,7 +8,7 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import postgres from "postgres";
+import postgres, { type Sql } from "../tools/postgres.ts";
 import {
   type CodeEntry,
   createCodeStore,
@@ -367,7 +367,7 @@ Deno.test("a repository function yielding no database fails closed on every call
 Deno.test("a repository function is called on every operation, so the pool can come later", async () => {
   await using t = await testDatabase();
   const { sql } = t;
-  let pool: postgres.Sql | undefined;
+  let pool: Sql | undefined;
   const store = createCodeStore(() => pool, { table: t.table });
   const code = randomCode();
   await assertRejects(
@@ -443,7 +443,7 @@ Deno.test("`createCodeStore()` refuses a driver that lacks what the store relies
     unsafe() {},
     begin() {},
     json() {},
-  }) as unknown as postgres.Sql;
+  }) as unknown as Sql;
   assertStringIncludes(
     assertThrows(() => createCodeStore(fake), TypeError).message,
     "postgres.js 3.4",

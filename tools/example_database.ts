@@ -8,13 +8,13 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres, { type Sql } from "./postgres.ts";
 import { databaseFromEnv } from "./embedded_postgres.ts";
 
 /** A pool on the example's database, and how to stop both. */
 export interface ExampleDatabase {
   /** The pool. */
-  readonly sql: postgres.Sql;
+  readonly sql: Sql;
   /** Ends the pool, then removes the embedded server if there is one. */
   close(): Promise<void>;
   /**

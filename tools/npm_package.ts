@@ -20,6 +20,7 @@
 import { transform } from "npm:esbuild@0.28.2";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
+import { POSTGRES_MAJOR } from "./postgres.ts";
 
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
 
@@ -122,6 +123,7 @@ export async function buildNpmPackage(out: string): Promise<string> {
     name: string;
     version: string;
     exports: Record<string, string>;
+    imports: Record<string, string>;
   };
 
   // The package itself.
@@ -130,7 +132,18 @@ export async function buildNpmPackage(out: string): Promise<string> {
     "mod.ts",
     ...(await tsFiles(join(ROOT, "src"))).map((f) => `src/${f}`),
   ]);
-  const postgres = join(ROOT, "node_modules", "postgres");
+  // The postgres.js under test (tools/postgres.ts): the package's own, or
+  // 3.4 (`postgres3`) with POSTGRES_MAJOR=3.
+  const postgres = POSTGRES_MAJOR === 3
+    ? join(
+      ROOT,
+      "node_modules",
+      ".deno",
+      `postgres@${config.imports.postgres3!.replace(/^npm:postgres@/, "")}`,
+      "node_modules",
+      "postgres",
+    )
+    : join(ROOT, "node_modules", "postgres");
   const postgresVersion =
     (await readJson(join(postgres, "package.json")) as { version: string })
       .version;

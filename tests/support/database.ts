@@ -4,13 +4,11 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres, { type Sql } from "../../tools/postgres.ts";
 import { migrate } from "../../mod.ts";
 import type { PoolOptions } from "../../tools/load/load_plan.ts";
 
 export type { PoolOptions };
-
-type Sql = postgres.Sql;
 
 /** The server under test; `deno task test` sets it. */
 export function databaseUrl(): string {

@@ -18,7 +18,7 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres, { type Sql } from "../../tools/postgres.ts";
 import { until } from "./database.ts";
 
 /** Where pg_auto_failover and the PostgreSQL it runs live, if installed. */
@@ -84,7 +84,7 @@ export class HaCluster implements AsyncDisposable {
   /** Processes stopped by {@linkcode holdReplication}, per node. */
   #held = new Map<string, number[]>();
   #logs: Promise<void>[] = [];
-  #monitor: postgres.Sql;
+  #monitor: Sql;
 
   private constructor(base: string, runAs: RunAs | undefined) {
     this.#base = base;
@@ -286,7 +286,7 @@ fsync = on
 
   async #sql<T>(
     node: HaNode,
-    fn: (sql: postgres.Sql) => Promise<T>,
+    fn: (sql: Sql) => Promise<T>,
   ): Promise<T> {
     const sql = postgres(node.url, {
       max: 1,
@@ -303,7 +303,7 @@ fsync = on
   }
 
   /** Runs `fn` on a one-connection pool to `node`. */
-  on<T>(node: HaNode, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+  on<T>(node: HaNode, fn: (sql: Sql) => Promise<T>): Promise<T> {
     return this.#sql(node, fn);
   }
 

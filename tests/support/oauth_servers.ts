@@ -13,7 +13,7 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres from "../../tools/postgres.ts";
 import { migrate } from "../../mod.ts";
 import { OPENAUTH_KV } from "../../examples/openauth_issuer.ts";
 import { databaseUrl, type TestDatabase, testDatabase } from "./database.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres from "../../tools/postgres.ts";
 import { migrate } from "../../mod.ts";
 import { migrateOidcModels } from "../../examples/oidc_postgres_adapter.ts";
 import { newVerifier, s256 } from "../../examples/pkce.ts";

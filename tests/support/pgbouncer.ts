@@ -26,13 +26,19 @@ export const pgbouncerPath: string | undefined = [
 export interface PgBouncer extends AsyncDisposable {
   /** A connection string to the same database, through PgBouncer. */
   readonly url: string;
+  /** What PgBouncer has logged so far. */
+  log(): string;
 }
 
 /**
- * Starts PgBouncer (`pool_mode = transaction`) in front of `serverUrl`. As
- * root it drops to the `postgres` user (`-u`), as PgBouncer requires.
+ * Starts PgBouncer in front of `serverUrl`, in `transaction` (default) or
+ * `session` pool mode. As root it drops to the `postgres` user (`-u`), as
+ * PgBouncer requires.
  */
-export async function startPgBouncer(serverUrl: string): Promise<PgBouncer> {
+export async function startPgBouncer(
+  serverUrl: string,
+  mode: "transaction" | "session" = "transaction",
+): Promise<PgBouncer> {
   if (!pgbouncerPath) throw new Error("pgbouncer is not installed");
   const server = new URL(serverUrl);
   const database = decodeURIComponent(server.pathname.slice(1)) || "postgres";
@@ -55,7 +61,7 @@ listen_addr = 127.0.0.1
 listen_port = ${port}
 unix_socket_dir =
 auth_type = any
-pool_mode = transaction
+pool_mode = ${mode}
 max_client_conn = 1000
 default_pool_size = 20
 ignore_startup_parameters = extra_float_digits,options
@@ -96,6 +102,7 @@ ignore_startup_parameters = extra_float_digits,options
   }
   return {
     url: `postgres://${user}@127.0.0.1:${port}/${database}`,
+    log: () => log,
     async [Symbol.asyncDispose]() {
       try {
         child.kill("SIGINT");

@@ -12,7 +12,7 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres from "../postgres.ts";
 import type { PoolOptions, StoreOptions, WorkerPlan } from "./load_plan.ts";
 
 /** A load run. */

@@ -6,13 +6,11 @@
  * @module
  */
 
-import postgres from "postgres";
+import postgres, { type Options, type Sql } from "../postgres.ts";
 import { type CodeEntry, hashCode, type NewCode } from "../../mod.ts";
 
 /** Options of a postgres.js pool. */
-export type PoolOptions = postgres.Options<
-  Record<string, postgres.PostgresType>
->;
+export type PoolOptions = Options;
 
 /** `createCodeStore` options a plan can carry (JSON-serialisable). */
 export interface StoreOptions {
@@ -45,7 +43,7 @@ export interface WorkerPlan {
 }
 
 /** A pool as the plan describes it. */
-export function connectTo(plan: WorkerPlan): postgres.Sql {
+export function connectTo(plan: WorkerPlan): Sql {
   return postgres(plan.url, {
     max: plan.connections,
     onnotice: () => {},

@@ -162,8 +162,9 @@ async function backends(sql: ReturnType<typeof connectTo>) {
 }
 
 function count(errors: Record<string, number>, error: unknown) {
-  const e = error as { code?: unknown; name?: unknown };
-  const kind = String(e?.code ?? e?.name ?? "unknown");
+  // A store error's reason (the SQLSTATE or the driver's code), else its code.
+  const e = error as { reason?: unknown; code?: unknown; name?: unknown };
+  const kind = String(e?.reason ?? e?.code ?? e?.name ?? "unknown");
   if (verbose && !(kind in errors)) {
     console.error(`load worker ${plan?.index}: first ${kind}:`, error);
   }

@@ -1,27 +1,30 @@
 /**
- * Cancelling a statement on the server that runs it, with PostgreSQL's
- * CancelRequest (protocol §53.2.7), without postgres.js's `query.cancel()`.
+ * PostgreSQL's CancelRequest (protocol §53.2.7), sent by the store itself
+ * to every host of a pool, on both postgres.js majors.
  *
- * postgres.js 3.4.9's `cancel()` returns `null` and drops the promise of the
- * connection it opens to send the request, so a request that cannot connect
- * (the primary just died) rejects unhandled and ends a Deno process; it
- * always goes to the first host of a multi-host URL; and a query cancelled
- * while its connection is still opening costs the pool that connection for
- * good. So the store never calls it: a statement that has not been written
- * to a connection is left to run as a no-op (see `coalesce.ts`), and one that
- * runs is stopped by `_driver.ts` with the request sent here, every failure
- * caught.
+ * Why not the driver's own `query.cancel()`:
+ *
+ * - both majors write the request with `socket.end(message)`. PgBouncer
+ *   reads the FIN first and drops the request ("client unexpected eof"),
+ *   and PgBouncer 1.18 can crash on it (`disconnect_client(): bad client
+ *   state`): through PgBouncer, a cancelled statement runs on
+ *   (`pgbouncer_test.ts` shows it for 4.2.0's `cancel()`). Here the request
+ *   is written, and the server closes the socket once it has acted on it.
+ * - postgres.js 3.4's `cancel()` returns `null` and drops the promise of the
+ *   connection it opens, so a request that cannot connect rejects unhandled
+ *   and ends a Deno process; it goes to the first host of a multi-host URL;
+ *   and a query cancelled while its connection opens costs the pool that
+ *   connection for good.
  *
  * @module
  */
 
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
-import { unrefTimer } from "./_platform.ts";
-import { OperationTimeoutError } from "./errors.ts";
+import { unrefTimer } from "../_platform.ts";
 
-/** The connection settings of a postgres.js pool that a cancel request needs. */
-interface Target {
+/** The connection settings of a pool that a cancel request needs. */
+export interface CancelTarget {
   readonly host?: readonly string[] | undefined;
   readonly port?: readonly number[] | undefined;
   readonly path?: string | false | undefined;
@@ -31,21 +34,28 @@ interface Target {
 }
 
 /**
- * Sends a CancelRequest for backend `pid` to every host of `options`,
- * negotiating TLS as postgres.js does for `ssl`. Failures are ignored.
+ * Sends a CancelRequest for backend `pid` to every host of `options` (only
+ * the one that runs the backend acts on it), negotiating TLS as postgres.js
+ * does for `ssl`.
+ *
+ * @returns Once every host has answered or failed: `"delivered"` if the
+ * hosts that were sent the request closed its connection, which a server
+ * does once it has acted on it; `"failed"` if none was sent it (so none
+ * ever acts on it); `"unknown"` if one was sent it but did not close in
+ * time (it may still act on it, at any later moment). Never rejects.
  */
-export function sendCancelRequest(
-  options: Target,
+export function cancelBackend(
+  options: CancelTarget,
   pid: number,
   secret: number,
-): void {
+): Promise<CancelOutcome> {
   const message = new Uint8Array(16);
   const view = new DataView(message.buffer);
   view.setInt32(0, 16);
   view.setInt32(4, 80877102); // the cancel request code
   view.setInt32(8, pid);
   view.setInt32(12, secret);
-  const timeout = 1000 * (options.connect_timeout ?? 10);
+  const timeout = 1000 * (options.connect_timeout || 10);
   const targets: { host?: string; port?: number; path?: string }[] =
     options.path
       ? [{ path: options.path }]
@@ -53,27 +63,44 @@ export function sendCancelRequest(
         host,
         port: options.port?.[i] ?? options.port?.[0] ?? 5432,
       }));
-  for (const target of targets) {
-    void deliver(target, message, options, timeout).catch(() => {});
-  }
+  return Promise.all(
+    targets.map((target) => deliver(target, message, options, timeout)),
+  ).then((outcomes) =>
+    outcomes.includes("unknown")
+      ? "unknown"
+      : outcomes.includes("delivered")
+      ? "delivered"
+      : "failed"
+  );
 }
+
+/** What became of a cancel request (see {@linkcode cancelBackend}). */
+export type CancelOutcome = "delivered" | "failed" | "unknown";
 
 async function deliver(
   target: { host?: string; port?: number; path?: string },
   message: Uint8Array,
-  options: Target,
+  options: CancelTarget,
   timeout: number,
-): Promise<void> {
+): Promise<CancelOutcome> {
+  let written = false;
+  let expired = false;
   // The socket exists from the start, so the timer ends a connect that
   // never completes (a host that drops packets) as well as a slow answer.
   let socket: Socket = target.path
     ? netConnect(target.path)
     : netConnect(target.port!, target.host!);
   socket.on("error", () => {}); // each stage below listens for its own
-  const timer = unrefTimer(setTimeout(() => socket.destroy(), timeout));
+  const timer = unrefTimer(setTimeout(() => {
+    expired = true;
+    socket.destroy();
+  }, timeout));
   try {
     await opened(socket);
-    socket.setTimeout(timeout, () => socket.destroy());
+    socket.setTimeout(timeout, () => {
+      expired = true;
+      socket.destroy();
+    });
     const { ssl, sslnegotiation } = options;
     if (ssl && sslnegotiation === "direct") {
       socket = await startTls(socket, target.host, ssl, true);
@@ -83,14 +110,22 @@ async function deliver(
       if (answer === 83) { // "S"
         socket = await startTls(socket, target.host, ssl, false);
       } else if (ssl !== "prefer" && ssl !== "allow") {
-        return; // TLS required and refused: send nothing in the clear
+        return "failed"; // TLS required and refused: nothing in the clear
       }
     }
+    // Written, then the server closes the socket once it has acted on it.
+    // Not `end(message)`: PgBouncer reads the FIN first and drops the
+    // request ("client unexpected eof"), and PgBouncer 1.18 can crash on it
+    // (`disconnect_client(): bad client state`).
     await new Promise<void>((resolve, reject) => {
       socket.once("error", reject);
       socket.once("close", () => resolve());
-      socket.end(message);
+      written = true;
+      socket.write(message);
     });
+    return expired ? "unknown" : "delivered";
+  } catch {
+    return written ? "unknown" : "failed";
   } finally {
     clearTimeout(timer);
     socket.destroy();
@@ -142,25 +177,4 @@ function startTls(
       resolve(secure);
     });
   });
-}
-
-/**
- * Settles with `work`, or rejects with an {@linkcode OperationTimeoutError}
- * once `ms` have passed, calling `onExpired` then.
- */
-export function bounded<T>(
-  operation: string,
-  ms: number,
-  work: Promise<T>,
-  onExpired?: () => void,
-): Promise<T> {
-  if (ms === Infinity) return work;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      onExpired?.();
-      reject(new OperationTimeoutError(operation, ms, true));
-    }, ms);
-  });
-  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }
