@@ -39,7 +39,6 @@ interface AccessToken {
   readonly scope: string;
   readonly grantId: string;
   readonly expiresAt: number;
-  revoked: boolean;
 }
 
 /** Options for {@linkcode authorizationServer}. */
@@ -67,6 +66,9 @@ export function authorizationServer(
   const { store, issuer } = options;
   const codeLifetime = options.codeLifetime ?? 60;
   const tokens = new Map<string, AccessToken>();
+  // Grants revoked by a replay, checked whenever a token is used: a replay
+  // can be seen before the request that won the code has stored its token.
+  const revokedGrants = new Set<string>();
 
   const metadata = (iss: string) => ({
     issuer: iss,
@@ -215,9 +217,7 @@ export function authorizationServer(
         tombstone.redirectUri === redirectUri &&
         pkceMatches(verifier, tombstone.codeChallenge)
       ) {
-        for (const t of tokens.values()) {
-          if (t.grantId === tombstone.grantId) t.revoked = true;
-        }
+        if (tombstone.grantId !== null) revokedGrants.add(tombstone.grantId);
       }
       return tokenError(400, "invalid_grant", "invalid authorization code");
     }
@@ -237,7 +237,6 @@ export function authorizationServer(
       scope,
       grantId: data.grantId ?? crypto.randomUUID(),
       expiresAt: Math.floor(Date.now() / 1000) + TOKEN_LIFETIME,
-      revoked: false,
     });
     return json(200, {
       access_token: accessToken,
@@ -254,7 +253,7 @@ export function authorizationServer(
   ): Promise<Response> {
     const form = new URLSearchParams(await request.text());
     const found = tokens.get(form.get("token") ?? "");
-    const active = found !== undefined && !found.revoked &&
+    const active = found !== undefined && !revokedGrants.has(found.grantId) &&
       found.expiresAt > Date.now() / 1000;
     return json(
       200,

@@ -11,6 +11,7 @@ import {
   createServer,
   type IncomingMessage,
   type RequestListener,
+  type Server,
   type ServerResponse,
 } from "node:http";
 import process from "node:process";
@@ -51,12 +52,14 @@ export function fetchListener(
 /**
  * Listens on 127.0.0.1 at `--port` (default `fallback`); with `--port 0`
  * prints `{"port":n}`. On SIGTERM or SIGINT, closes and calls `stop`.
+ * Returns the server (its `listening` listeners run right after the port
+ * is printed, before any request).
  */
 export function serve(
   listener: RequestListener,
   stop: () => Promise<unknown>,
   fallback = 8000,
-): void {
+): Server {
   const at = process.argv.indexOf("--port");
   const port = at > 0 ? Number(process.argv[at + 1]) : fallback;
   const server = createServer(listener).listen(port, "127.0.0.1", () => {
@@ -70,4 +73,5 @@ export function serve(
       stop().finally(() => process.exit(0));
     });
   }
+  return server;
 }

@@ -80,7 +80,7 @@ async function bursts(servers: Server[], codes: number, per: number) {
   return issued;
 }
 
-Deno.test("oidc-provider with the adapter: the code + PKCE flow through custom interactions gives tokens; a replay fails and the access token stops working", async () => {
+Deno.test("oidc-provider with the adapter: the code + PKCE flow through custom interactions gives tokens; a replay with a wrong verifier revokes nothing, the client's own replay fails and the access token stops working", async () => {
   await using t = await oidcDatabase();
   await using op = await server(t.url, { MODE: "store" });
   const { code, verifier, params } = await authorize(op.base);
@@ -96,6 +96,13 @@ Deno.test("oidc-provider with the adapter: the code + PKCE flow through custom i
   const before = await me(issued.body.access_token);
   assertEquals(before.status, 200);
   assertEquals(JSON.parse(before.body).sub, "demo-user");
+
+  // A forged replay (a wrong verifier): invalid_grant, and nothing revoked
+  // (oidc-provider checks PKCE against the tombstone before it revokes).
+  const forged = await token(op.base, code, newVerifier());
+  assertEquals(forged.status, 400);
+  assertEquals(forged.body.error, "invalid_grant");
+  assertEquals((await me(issued.body.access_token)).status, 200);
 
   // The replay, with the right verifier: invalid_grant, and oidc-provider
   // revokes the grant, so the access token stops working.

@@ -245,6 +245,7 @@ const SERVER_FILES = [
   "examples/openauth_issuer.ts",
   "examples/ts_oauth2_server.ts",
   "examples/node_oauth2_server.ts",
+  "examples/mcp_server.ts",
   "tests/support/oidc_server.ts",
 ];
 
@@ -258,6 +259,8 @@ function serverFolder(): Promise<string> {
       "@openauthjs/openauth",
       "@jmondi/oauth2-server",
       "@node-oauth/oauth2-server",
+      "@modelcontextprotocol/sdk",
+      "express",
     ]);
     await buildNpmPackage(out);
     await transpileFiles(out, SERVER_FILES);
@@ -305,6 +308,14 @@ const SERVERS = [
   {
     name: "node-oauth2-server 5.3.0",
     program: "examples/node_oauth2_server.js",
+    env: {},
+    database: serverDatabase,
+    issue: (base: string) => authorize(base),
+    redeem,
+  },
+  {
+    name: "MCP SDK 1.32.2",
+    program: "examples/mcp_server.js",
     env: {},
     database: serverDatabase,
     issue: (base: string) => authorize(base),

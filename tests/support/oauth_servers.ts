@@ -99,7 +99,7 @@ export const REDIRECT_URI = "http://127.0.0.1/callback";
  */
 export async function authorize(
   base: string,
-  { pkce = true } = {},
+  { pkce = true, resource }: { pkce?: boolean; resource?: string } = {},
 ): Promise<IssuedCode & { params: URLSearchParams }> {
   const verifier = newVerifier();
   const response = await fetch(
@@ -111,6 +111,7 @@ export async function authorize(
       ...(pkce
         ? { code_challenge: s256(verifier), code_challenge_method: "S256" }
         : {}),
+      ...(resource === undefined ? {} : { resource }),
     })}`,
     { redirect: "manual" },
   );
@@ -127,21 +128,30 @@ export async function authorize(
   return { code: params.get("code") ?? "", verifier, params };
 }
 
-/** `POST /token` for a code, as a public client with its verifier. */
+/**
+ * `POST /token` for a code, as a public client with its verifier; `form`
+ * replaces or adds parameters (an empty value leaves one out).
+ */
 export function token(
   base: string,
   { code, verifier }: IssuedCode,
+  form: Record<string, string> = {},
 ): Promise<{ status: number; body: Record<string, string> }> {
+  const body = new URLSearchParams({
+    grant_type: "authorization_code",
+    client_id: CLIENT_ID,
+    code,
+    redirect_uri: REDIRECT_URI,
+    code_verifier: verifier,
+    ...form,
+  });
+  for (const [name, value] of Object.entries(form)) {
+    if (value === "") body.delete(name);
+  }
   return fetch(`${base}/token`, {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code",
-      client_id: CLIENT_ID,
-      code,
-      redirect_uri: REDIRECT_URI,
-      code_verifier: verifier,
-    }),
+    body,
   }).then(async (r) => ({ status: r.status, body: await r.json() }));
 }
 
