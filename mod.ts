@@ -83,6 +83,7 @@ export {
 export {
   CodeStoreError,
   DuplicateCodeError,
+  InvalidAuthorizationCodeError,
   InvalidRecordError,
   MissingRepositoryError,
   OperationTimeoutError,

@@ -127,17 +127,21 @@ export async function authorize(
   return { code: params.get("code") ?? "", verifier, params };
 }
 
-/** `POST /token` for a code, as a public client with its verifier. */
+/**
+ * `POST /token` for a code, as a public client (by default the demo
+ * client) with its verifier.
+ */
 export function token(
   base: string,
   { code, verifier }: IssuedCode,
+  clientId: string = CLIENT_ID,
 ): Promise<{ status: number; body: Record<string, string> }> {
   return fetch(`${base}/token`, {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams({
       grant_type: "authorization_code",
-      client_id: CLIENT_ID,
+      client_id: clientId,
       code,
       redirect_uri: REDIRECT_URI,
       code_verifier: verifier,
