@@ -86,6 +86,7 @@ export {
   DatabaseError,
   DatabaseUnavailableError,
   DuplicateCodeError,
+  InvalidAuthorizationCodeError,
   InvalidRecordError,
   MissingRepositoryError,
   OperationTimeoutError,

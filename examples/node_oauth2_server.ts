@@ -1,6 +1,6 @@
 /**
  * `@node-oauth/oauth2-server` 5 with its authorization codes in the code
- * store (`codeStoreModel`), on node:http, tokens in PostgreSQL. A demo: one
+ * store (`createCodeStoreModel`), on node:http, tokens in PostgreSQL. A demo: one
  * public client, and every authorization request is approved for one demo
  * user (a real server authenticates and asks for consent there).
  *
@@ -21,21 +21,39 @@ import process from "node:process";
 import OAuth2Server from "@node-oauth/oauth2-server";
 import postgres from "postgres";
 import { createCodeStore } from "@attesto/code-store";
-import { codeStoreModel } from "@attesto/code-store/node-oauth2-server";
+import { createCodeStoreModel } from "@attesto/code-store/node-oauth2-server";
 import { serve } from "./serve.ts";
 
 export const CLIENT_ID = "demo-client";
 export const REDIRECT_URI = "http://127.0.0.1/callback";
 
-const delay = () => new Promise((resolve) => setTimeout(resolve, 1));
+/** The client the server knows, and the user every request is approved for. */
+export interface Accounts {
+  /** The client (`getClient`). */
+  readonly client: { readonly id: string; readonly [key: string]: unknown };
+  /** The user (what `authenticateHandler` returns). */
+  readonly user: { readonly [key: string]: unknown };
+}
 
-/** The model: the demo client, tokens in `tokens`, codes per `mode`. */
-export function model(sql: postgres.Sql, mode: "store" | "control") {
-  const client = {
+/** The demo's: one public client and one user. */
+export const DEMO_ACCOUNTS: Accounts = {
+  client: {
     id: CLIENT_ID,
     grants: ["authorization_code"],
     redirectUris: [REDIRECT_URI],
-  };
+  },
+  user: { id: "user-42" },
+};
+
+const delay = () => new Promise((resolve) => setTimeout(resolve, 1));
+
+/** The model: the client, tokens in `tokens`, codes per `mode`. */
+export function model(
+  sql: postgres.Sql,
+  mode: "store" | "control",
+  accounts: Accounts = DEMO_ACCOUNTS,
+) {
+  const { client } = accounts;
   // The usual model: a read, then a delete that reports success.
   const control = {
     async saveAuthorizationCode(
@@ -71,7 +89,7 @@ export function model(sql: postgres.Sql, mode: "store" | "control") {
   };
   return {
     getClient: (id: string) =>
-      Promise.resolve(id === CLIENT_ID ? client : false),
+      Promise.resolve(id === client.id ? client : false),
     async saveToken(
       token: Record<string, unknown>,
       c: unknown,
@@ -85,13 +103,21 @@ export function model(sql: postgres.Sql, mode: "store" | "control") {
       return { ...token, client: c, user };
     },
     getAccessToken: () => Promise.resolve(false),
-    ...(mode === "store" ? codeStoreModel(createCodeStore(sql)) : control),
+    ...(mode === "store"
+      ? createCodeStoreModel(createCodeStore(sql))
+      : control),
   };
 }
 
 /** A node:http handler for `/authorize` and `/token`. */
-export function handler(sql: postgres.Sql, mode: "store" | "control") {
-  const oauth = new OAuth2Server({ model: model(sql, mode) as never });
+export function handler(
+  sql: postgres.Sql,
+  mode: "store" | "control",
+  accounts: Accounts = DEMO_ACCOUNTS,
+) {
+  const oauth = new OAuth2Server({
+    model: model(sql, mode, accounts) as never,
+  });
   return async (
     req: import("node:http").IncomingMessage,
     res: import("node:http").ServerResponse,
@@ -110,7 +136,7 @@ export function handler(sql: postgres.Sql, mode: "store" | "control") {
       if (url.pathname === "/authorize") {
         await oauth.authorize(request, response, {
           // Demo: every request is approved for the demo user.
-          authenticateHandler: { handle: () => ({ id: "user-42" }) },
+          authenticateHandler: { handle: () => accounts.user },
         });
       } else if (url.pathname === "/token") {
         await oauth.token(request, response, {

@@ -1,9 +1,10 @@
 /**
  * `@jmondi/oauth2-server` 4 (ts-oauth2-server) with its authorization codes
  * in the code store (`createAuthCodeRepository`), on its Fetch adapter
- * (`/vanilla`), tokens in PostgreSQL. A demo: one public client, and every
+ * (`/vanilla`), tokens in PostgreSQL. A demo: two public clients, and every
  * authorization request is approved for one demo user (a real server
- * authenticates and asks for consent there).
+ * authenticates and asks for consent there). The same repository serves JWT
+ * and opaque codes, with no option.
  *
  * ```sh
  * DATABASE_URL=postgres://... deno run -A examples/ts_oauth2_server.ts --port 8000
@@ -27,6 +28,8 @@ import {
   type OAuthAuthCodeRepository,
   type OAuthClient,
   type OAuthToken,
+  type OAuthUser,
+  type OAuthUserIdentifier,
 } from "@jmondi/oauth2-server";
 import {
   handleVanillaError,
@@ -39,7 +42,30 @@ import { createAuthCodeRepository } from "@attesto/code-store/ts-oauth2-server";
 import { fetchListener, serve } from "./serve.ts";
 
 export const CLIENT_ID = "demo-client";
+/** A second public client, which no code of the demo client's redeems for. */
+export const OTHER_CLIENT_ID = "other-client";
 export const REDIRECT_URI = "http://127.0.0.1/callback";
+
+/** The clients and users the server knows. */
+export interface Accounts {
+  /** The clients, by their `id`. */
+  readonly clients: readonly OAuthClient[];
+  /** The user of an identifier. */
+  readonly user: (id: OAuthUserIdentifier) => OAuthUser;
+}
+
+/** The demo's: two public clients, and any user is just its id. */
+export const DEMO_ACCOUNTS: Accounts = {
+  clients: [CLIENT_ID, OTHER_CLIENT_ID].map((id) => ({
+    id,
+    name: id,
+    secret: null,
+    redirectUris: [REDIRECT_URI],
+    allowedGrants: ["authorization_code"],
+    scopes: [],
+  })),
+  user: (id) => ({ id }),
+};
 
 const delay = () => new Promise((resolve) => setTimeout(resolve, 1));
 const random = () =>
@@ -94,22 +120,17 @@ function controlRepository(sql: postgres.Sql): OAuthAuthCodeRepository {
 export function authorizationServer(
   sql: postgres.Sql,
   env: { mode: string; codes: string; pkce: string },
+  accounts: Accounts = DEMO_ACCOUNTS,
 ): AuthorizationServer {
-  const client: OAuthClient = {
-    id: CLIENT_ID,
-    name: "Demo client",
-    secret: null,
-    redirectUris: [REDIRECT_URI],
-    allowedGrants: ["authorization_code"],
-    scopes: [],
-  };
   const opaque = env.codes === "opaque";
   const server = new AuthorizationServer(
     {
-      getByIdentifier: (id) =>
-        id === CLIENT_ID
+      getByIdentifier: (id) => {
+        const client = accounts.clients.find((c) => c.id === id);
+        return client
           ? Promise.resolve(client)
-          : Promise.reject(new Error("unknown client")),
+          : Promise.reject(new Error("unknown client"));
+      },
       isClientValid: (grant, c) =>
         Promise.resolve(c.allowedGrants.includes(grant)),
     },
@@ -150,11 +171,11 @@ export function authorizationServer(
   server.enableGrantType({
     grant: "authorization_code",
     userRepository: {
-      getUserByCredentials: (id) => Promise.resolve({ id }),
+      getUserByCredentials: (id) => Promise.resolve(accounts.user(id)),
     },
     authCodeRepository: env.mode === "control"
       ? controlRepository(sql)
-      : createAuthCodeRepository(createCodeStore(sql), { opaque }),
+      : createAuthCodeRepository(createCodeStore(sql)),
   });
   return server;
 }

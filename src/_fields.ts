@@ -7,7 +7,11 @@
  */
 
 import { InvalidRecordError } from "./errors.ts";
-import { SHA256_BASE64URL } from "./_grammar.ts";
+import {
+  CONTROL_CHARACTER,
+  MAX_GRANT_ID_LENGTH,
+  SHA256_BASE64URL,
+} from "./_grammar.ts";
 
 /** Bounds on what a record may hold, so no input can exhaust the server. */
 export const LIMITS = {
@@ -23,6 +27,11 @@ export const LIMITS = {
   jsonValues: 10_000,
   /** Characters of a JSON field serialised. */
   jsonText: 65_536,
+  /**
+   * UTF-8 bytes of a record's whole grant (`data`, as validated, optional
+   * fields filled in) serialised by `JSON.stringify`: 64 KiB.
+   */
+  data: 65_536,
   /** Latest `expiresAt`: 9999-12-31T23:59:59Z. */
   expiresAt: 253_402_300_799,
 } as const;
@@ -147,6 +156,28 @@ export function text(
 }
 
 /**
+ * A grant identifier, as `put` stores it (`data.grantId`) and `revokeGrant`
+ * takes it: 1 to {@linkcode MAX_GRANT_ID_LENGTH} characters of well-formed
+ * Unicode, no control character (C0, DEL, C1). One rule at both ends, so
+ * that every code stored with a grant id can be revoked by it.
+ */
+export function grantIdentifier(value: unknown, field: string): string {
+  required(value, field);
+  if (
+    typeof value !== "string" || value.length === 0 ||
+    value.length > MAX_GRANT_ID_LENGTH || !value.isWellFormed() ||
+    CONTROL_CHARACTER.test(value)
+  ) {
+    throw new InvalidRecordError(
+      field,
+      `must be a string of 1 to ${MAX_GRANT_ID_LENGTH} characters of ` +
+        "well-formed Unicode without control characters (C0, DEL, C1)",
+    );
+  }
+  return value;
+}
+
+/**
  * An absolute URI without a fragment: RFC 6749 §3.1.2 (a redirection
  * endpoint) and RFC 8707 §2 (a resource indicator).
  */
@@ -189,6 +220,41 @@ export function array<T>(
     copy.push(item(value[i], `${field}[${i}]`));
   }
   return copy;
+}
+
+/**
+ * Refuses a grant whose JSON (`JSON.stringify`) is over
+ * {@linkcode LIMITS.data} bytes of UTF-8: a bound on what one record, and
+ * so one statement of a batch, can carry.
+ *
+ * @throws {InvalidRecordError} Naming `field`, if it is too large.
+ */
+export function withinDataLimit(data: object, field: string): void {
+  const json = JSON.stringify(data);
+  // A UTF-16 unit is at most 3 bytes of UTF-8: most records need no count.
+  if (json.length * 3 <= LIMITS.data || utf8Length(json) <= LIMITS.data) {
+    return;
+  }
+  throw new InvalidRecordError(
+    field,
+    `must serialise (JSON.stringify) to at most ${LIMITS.data} bytes of ` +
+      "UTF-8 (64 KiB)",
+  );
+}
+
+/** The UTF-8 length of a well-formed string, without encoding it. */
+function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    // A surrogate pair is 4 bytes: 2 for each of its units.
+    bytes += unit < 0x80
+      ? 1
+      : unit < 0x800 || (unit & 0xf800) === 0xd800
+      ? 2
+      : 3;
+  }
+  return bytes;
 }
 
 /** 43 base64url characters: a SHA-256 digest (a code hash, an S256 challenge, a JWK thumbprint). */

@@ -78,8 +78,9 @@ export class DuplicateCodeError extends CodeStoreError {
 }
 
 /**
- * A record (the input of `put`, a `CodeEntry` or a `CodeRow`) failed
- * validation. Nothing was written. {@linkcode InvalidRecordError.field}
+ * A record (the input of `put`, a `CodeEntry` or a `CodeRow`), or the grant
+ * id given to `revokeGrant`, failed validation. Nothing was written, and no
+ * query was sent. {@linkcode InvalidRecordError.field}
  * names the offending field; the message explains the rule, never the value.
  *
  * @example
@@ -205,10 +206,18 @@ export class OperationTimeoutError extends CodeStoreError {
  * `/ts-oauth2-server`, `/node-oauth2-server`) when the server issues an
  * authorization code without an S256 PKCE challenge, which the store
  * refuses (the code would be the only secret a browser carries, RFC 7636);
- * nothing is stored. It carries the OAuth error (`invalid_request`, RFC
- * 6749 §4.1.2.1) and follows oidc-provider's (`status`, `expose`) and
- * ts-oauth2-server's (`oauth`, `errorType`) conventions, so they answer it
- * as such instead of a server error. Configure the server to require PKCE so that it never happens.
+ * nothing is stored. Configure the server to require PKCE so that it never
+ * happens.
+ *
+ * It carries the OAuth error (`invalid_request`, RFC 6749 §4.1.2.1) in the
+ * fields each server reads: ts-oauth2-server answers `400 invalid_request`
+ * from `oauth`, `status`, `errorType` and `errorDescription`. oidc-provider
+ * sends an exposed error's `message` as the OAuth `error`, so the
+ * oidc-provider adapter creates it with the message `"invalid_request"`
+ * (see the constructor); every other adapter keeps the default message, a
+ * sentence. OpenAuth and node-oauth2-server answer any error that is not
+ * of their own classes as `server_error`, with the message as its
+ * description.
  *
  * @example
  * ```ts
@@ -218,6 +227,12 @@ export class OperationTimeoutError extends CodeStoreError {
  * const error = new PkceRequiredError();
  * assertEquals(error.code, "ERR_PKCE_REQUIRED");
  * assertEquals(error.error, "invalid_request");
+ * assertEquals(
+ *   error.message,
+ *   "PKCE with S256 is required (RFC 7636): the authorization request must " +
+ *     "send code_challenge with code_challenge_method=S256; the " +
+ *     "authorization code was not stored",
+ * );
  * ```
  */
 export class PkceRequiredError extends CodeStoreError {
@@ -247,11 +262,16 @@ export class PkceRequiredError extends CodeStoreError {
   /**
    * Creates the error.
    *
-   * @param message The message: by default `"invalid_request"`, the OAuth
-   * error code, which oidc-provider sends as `error`; servers that show
-   * the message as the description get a sentence.
+   * @param message The message: by default a sentence. The oidc-provider
+   * adapter passes `"invalid_request"`, since oidc-provider sends the
+   * message of an exposed error as the OAuth `error` code.
    */
-  constructor(message: string = "invalid_request") {
+  constructor(
+    message: string =
+      "PKCE with S256 is required (RFC 7636): the authorization request " +
+      "must send code_challenge with code_challenge_method=S256; the " +
+      "authorization code was not stored",
+  ) {
     super(PkceRequiredError.code, message);
   }
 }
@@ -350,4 +370,56 @@ export class DatabaseError extends CodeStoreError {
 export class DatabaseUnavailableError extends DatabaseError {
   /** The stable code of this error kind. */
   static override readonly code: string = "ERR_DATABASE_UNAVAILABLE";
+}
+
+/**
+ * An authorization code presented at the token endpoint cannot be
+ * redeemed: never issued, already redeemed, revoked or expired (RFC 6749
+ * §5.2, `invalid_grant`). Thrown by the ts-oauth2-server adapter's
+ * `getByIdentifier`; it carries the fields ts-oauth2-server reads (`oauth`,
+ * `status`, `errorType`, `errorDescription`), so the token request gets
+ * `400 invalid_grant`, not a server error. (Not to be confused with the MCP
+ * SDK's `InvalidGrantError`, an OAuth error class of that SDK for any
+ * grant.)
+ *
+ * @example
+ * ```ts
+ * import { CodeStoreError, InvalidAuthorizationCodeError } from "@attesto/code-store";
+ * import { assert, assertEquals } from "@std/assert";
+ *
+ * const error = new InvalidAuthorizationCodeError();
+ * assert(error instanceof CodeStoreError);
+ * assertEquals(error.code, "ERR_INVALID_AUTHORIZATION_CODE");
+ * assertEquals(error.name, "InvalidAuthorizationCodeError");
+ * assertEquals(error.errorType, "invalid_grant");
+ * assertEquals(error.status, 400);
+ * ```
+ */
+export class InvalidAuthorizationCodeError extends CodeStoreError {
+  /** The stable code of this error kind. */
+  static readonly code = "ERR_INVALID_AUTHORIZATION_CODE";
+  /** The OAuth error code (RFC 6749 §5.2). */
+  readonly error = "invalid_grant";
+  /** The OAuth error description. */
+  readonly error_description: string =
+    "The authorization code is invalid, already used, revoked or expired";
+  /** The HTTP status. */
+  readonly status = 400;
+  /** The HTTP status. */
+  readonly statusCode = 400;
+  /** For ts-oauth2-server: an OAuth error, answered as such. */
+  readonly oauth = true;
+  /** For ts-oauth2-server: the OAuth error code. */
+  readonly errorType = "invalid_grant";
+  /** For ts-oauth2-server: the OAuth error description. */
+  readonly errorDescription: string = this.error_description;
+
+  /** Creates the error; it carries no detail about the code. */
+  constructor() {
+    super(
+      InvalidAuthorizationCodeError.code,
+      "the authorization code cannot be redeemed: it was never issued, " +
+        "was already redeemed or revoked, or has expired",
+    );
+  }
 }

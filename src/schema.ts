@@ -12,18 +12,21 @@ import { InvalidRecordError } from "./errors.ts";
 import {
   isCodeSyntax,
   MAX_CODE_LENGTH,
+  MIN_CODE_LENGTH,
   SCOPE_TOKEN,
   VSCHAR,
 } from "./_grammar.ts";
 import {
   absoluteUri,
   array,
+  grantIdentifier,
   LIMITS,
   optional,
   ownFields,
   required,
   sha256Base64url,
   text,
+  withinDataLimit,
 } from "./_fields.ts";
 import { jsonObject } from "./_json.ts";
 import type {
@@ -255,7 +258,7 @@ export function toSpentCode(values: readonly unknown[]): SpentCode {
     subject: text(subject, "subject"),
     redirectUri: absoluteUri(redirectUri, "redirectUri"),
     codeChallenge: sha256Base64url(challenge, "codeChallenge"),
-    grantId: optional(grantId, null, (v) => text(v, "grantId")),
+    grantId: optional(grantId, null, (v) => grantIdentifier(v, "grantId")),
     spentAt,
   };
 }
@@ -333,7 +336,8 @@ export function validateNewCode(
   if (typeof n.code !== "string" || !isCodeSyntax(n.code)) {
     throw new InvalidRecordError(
       "code",
-      `must be 1 to ${MAX_CODE_LENGTH} VSCHAR characters (RFC 6749 Appendix A.11)`,
+      `must be ${MIN_CODE_LENGTH} to ${MAX_CODE_LENGTH} VSCHAR characters ` +
+        "(RFC 6749 Appendix A.11; §10.10 asks that a code be hard to guess)",
     );
   }
   return {
@@ -357,8 +361,14 @@ function expiry(value: unknown): number {
   return value;
 }
 
+/**
+ * A grant given by a caller: its fields' rules, then the bound on the whole
+ * ({@linkcode LIMITS.data} bytes of JSON).
+ */
 function validateGrant(value: unknown): StoredGrantData {
-  return grantFields(ownFields(value, "data", GRANT_KEYS));
+  const data = grantFields(ownFields(value, "data", GRANT_KEYS));
+  withinDataLimit(data, "data");
+  return data;
 }
 
 /** The grant's rules, field by field, on an object with only its keys. */
@@ -400,7 +410,11 @@ function grantFields(d: Readonly<Record<string, unknown>>): StoredGrantData {
       [],
       (v) => array(v, "data.resource", LIMITS.resource, absoluteUri),
     ),
-    grantId: optional(d.grantId, null, (v) => text(v, "data.grantId")),
+    grantId: optional(
+      d.grantId,
+      null,
+      (v) => grantIdentifier(v, "data.grantId"),
+    ),
     context: optional(d.context, {}, (v) => jsonObject(v, "data.context")),
   };
 }

@@ -10,6 +10,7 @@ import type { PostgresPool } from "./pool.ts";
 import { promised } from "./_promised.ts";
 import { coalescer, type Quiet, Slots } from "./coalesce.ts";
 import { MissingRepositoryError, OperationTimeoutError } from "./errors.ts";
+import { grantIdentifier } from "./_fields.ts";
 import { hashCode, presentedHash } from "./hash_code.ts";
 import { type CodeRow, rowOf, validateNewCode } from "./schema.ts";
 import {
@@ -124,7 +125,11 @@ export interface CodeStore {
    *
    * @param grantId The `grantId` the codes were stored with.
    * @returns How many codes were deleted.
-   * @throws {TypeError} If `grantId` is not a non-empty string.
+   * @throws {TypeError} If `grantId` is not a string.
+   * @throws {InvalidRecordError} If `grantId` breaks the rule `put` applies
+   * to `data.grantId` (1 to 1,024 characters of well-formed Unicode, no
+   * control character), checked before any query: no code could have been
+   * stored with it.
    * @throws {MissingRepositoryError} If the repository function yields no
    * database.
    * @throws {OperationTimeoutError} If the database did not answer in time.
@@ -315,15 +320,18 @@ function statementsFor(
 }
 
 /**
- * A grant identifier as `revokeGrant` takes it.
+ * A grant identifier as `revokeGrant` takes it, by the rule `put` applies
+ * to `data.grantId` (`grantIdentifier` in `_fields.ts`).
  *
- * @throws {TypeError} If it is not a non-empty string.
+ * @throws {TypeError} If it is not a string.
+ * @throws {InvalidRecordError} If it breaks the rule (`field` is
+ * `"grantId"`).
  */
 export function checkGrantId(grantId: unknown): string {
-  if (typeof grantId !== "string" || grantId === "") {
-    throw new TypeError("the grant id must be a non-empty string");
+  if (typeof grantId !== "string") {
+    throw new TypeError("the grant id must be a string");
   }
-  return grantId;
+  return grantIdentifier(grantId, "grantId");
 }
 
 /**

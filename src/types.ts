@@ -49,6 +49,8 @@ export interface GrantData {
    * The caller's identifier of the grant (or token family) the code starts,
    * if any: recorded in the code's tombstone when it is redeemed, so a
    * replay can revoke the tokens issued from it (RFC 6749 §4.1.2, §10.5).
+   * 1 to 1,024 characters of well-formed Unicode without control
+   * characters (C0, DEL, C1): the rule `revokeGrant` applies too.
    */
   readonly grantId?: string | null;
   /**
@@ -82,12 +84,18 @@ export interface StoredGrantData extends GrantData {
 /** The input of `put`: a freshly issued code and what it grants. */
 export interface NewCode {
   /**
-   * The plaintext authorization code, as handed to the client: 1 to 512
-   * VSCHAR characters (RFC 6749 Appendix A.11). Only its SHA-256 hash is
-   * stored.
+   * The plaintext authorization code, as handed to the client: 16 to 512
+   * VSCHAR characters (RFC 6749 Appendix A.11; §10.10 asks that a code be
+   * guessed with a probability of at most 2^-128, which a 16-character
+   * floor cannot prove but which refuses a test code). Only its SHA-256
+   * hash is stored.
    */
   readonly code: string;
-  /** What the code grants. */
+  /**
+   * What the code grants: at most 64 KiB, measured as the UTF-8 bytes of
+   * `JSON.stringify` of the grant as validated (optional fields filled in,
+   * as `take` returns it).
+   */
   readonly data: GrantData;
   /** When the code expires, in integer seconds since the Unix epoch. */
   readonly expiresAt: number;

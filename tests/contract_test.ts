@@ -106,7 +106,7 @@ const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
       await assertRejects(() => store.take(1 as any), TypeError);
       // deno-lint-ignore no-explicit-any
       await assertRejects(() => store.spent(null as any), TypeError);
-      for (const code of ["", "\0", "é", "x".repeat(513)]) {
+      for (const code of ["", "\0", "é", "x".repeat(15), "x".repeat(513)]) {
         assertStrictEquals(await store.take(code), null);
         assertStrictEquals(await store.spent(code), null);
       }
@@ -146,8 +146,49 @@ const CONTRACT: Record<string, (store: CodeStore) => Promise<void>> = {
     assert(await store.take(other.code));
     assertEquals(await store.revokeGrant("g-1"), 0);
     // deno-lint-ignore no-explicit-any
-    await assertRejects(() => store.revokeGrant("" as any), TypeError);
+    await assertRejects(() => store.revokeGrant(42 as any), TypeError);
+    await assertRejects(() => store.revokeGrant(""), InvalidRecordError);
   },
+  "`put()` and `revokeGrant()` refuse a short code, an oversize grant and a bad grant id alike, and write nothing":
+    async (store) => {
+      const refused = async (fn: () => Promise<unknown>, field: string) => {
+        const error = await assertRejects(fn, InvalidRecordError);
+        assertEquals(error.field, field);
+        assertEquals(error.code, "ERR_INVALID_RECORD");
+      };
+      const short = issue();
+      const shortCode = short.code.slice(0, 15);
+      await refused(() => store.put({ ...short, code: shortCode }), "code");
+      assertStrictEquals(await store.take(shortCode), null);
+      const big = issue(grant({ context: { a: "x".repeat(4096) } }));
+      const huge = issue(grant({
+        claims: { a: "é".repeat(4096), b: "é".repeat(4096) },
+        context: Object.fromEntries(
+          Array.from({ length: 8 }, (_, i) => [`k${i}`, "€".repeat(4096)]),
+        ),
+      }));
+      await store.put(big);
+      await refused(() => store.put(huge), "data");
+      assertStrictEquals(await store.take(huge.code), null);
+      const bad = [
+        "g".repeat(1025),
+        "grant\0id",
+        "grant\nid",
+        "grant\x7Fid",
+        "grant\x85id",
+        "\uD800",
+      ];
+      for (const grantId of bad) {
+        const input = issue(grant({ grantId }));
+        await refused(() => store.put(input), "data.grantId");
+        assertStrictEquals(await store.take(input.code), null);
+        await refused(() => store.revokeGrant(grantId), "grantId");
+      }
+      const longest = issue(grant({ grantId: "g".repeat(1024) }));
+      await store.put(longest);
+      assertEquals(await store.revokeGrant("g".repeat(1024)), 1);
+      assert(await store.take(big.code), "the valid record was stored");
+    },
   "`spent()` is null before redemption and for codes never issued": async (
     store,
   ) => {

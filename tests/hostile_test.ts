@@ -14,7 +14,7 @@ import { grant, randomCode, testDatabase } from "./support/database.ts";
 
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
-Deno.test("`take()` answers null to empty, huge, NUL, lone-surrogate, non-NFC and SQL-looking strings", async () => {
+Deno.test("`take()` answers null to empty, short, huge, NUL, lone-surrogate, non-NFC and SQL-looking strings", async () => {
   let queries = 0;
   await using t = await testDatabase({ debug: () => queries++ });
   const store = createCodeStore(t.sql, { table: t.table });
@@ -24,6 +24,8 @@ Deno.test("`take()` answers null to empty, huge, NUL, lone-surrogate, non-NFC an
   queries = 0;
   const impossible = [
     "",
+    "' OR '1'='1",
+    "%",
     "a".repeat(1 << 20),
     "\0",
     `${issued}\0`,
@@ -41,15 +43,16 @@ Deno.test("`take()` answers null to empty, huge, NUL, lone-surrogate, non-NFC an
   assertEquals(queries, 0, "impossible codes never reach the database");
 
   const sqlLooking = [
-    "' OR '1'='1",
+    // At least 16 characters each, as a code must be to reach the database.
+    "' OR '1'='1' OR ''='",
     "'; DROP TABLE codes; --",
     `${issued}' OR 'x'='x`,
-    "%",
-    "_",
-    "*",
-    "$1",
-    "\\",
-    '"',
+    "%".repeat(16),
+    "_".repeat(16),
+    "*".repeat(16),
+    "$1".repeat(8),
+    "\\".repeat(16),
+    '"'.repeat(16),
     "' UNION SELECT * FROM pg_authid --",
   ];
   for (const code of sqlLooking) {

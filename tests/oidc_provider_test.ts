@@ -246,6 +246,9 @@ Deno.test("the adapter keeps every field of oidc-provider's code payload, and re
     }, 60).catch((e) => e);
     assertInstanceOf(error, PkceRequiredError);
     assertEquals(error.statusCode, 400);
+    // oidc-provider sends an exposed error's message as the OAuth `error`.
+    assertEquals(error.message, "invalid_request");
+    assertEquals(error.error, "invalid_request");
   }
   const [{ n }] = await t.sql<[{ n: number }]>`
     select count(*)::int as n from ${t.sql(t.table)}

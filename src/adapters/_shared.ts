@@ -1,7 +1,7 @@
 /**
  * What the server adapters share: the store check, the PKCE rule, codes
- * drawn for servers that let the repository choose them, and copies of a
- * server's objects without their secrets.
+ * drawn for servers that let the repository choose them, and the fields of
+ * an application's objects (clients, users, scopes) that a code keeps.
  *
  * @module
  */
@@ -9,7 +9,6 @@
 import { PkceRequiredError } from "../errors.ts";
 import { base64url } from "../_platform.ts";
 import type { CodeStore } from "../store.ts";
-import type { JsonObject } from "../types.ts";
 
 /**
  * Checks that `store` is a code store: `put`, `take`, `spent`, and the
@@ -39,15 +38,10 @@ export function checkStore(
  */
 export function s256Challenge(challenge: unknown, method: unknown): string {
   if (typeof challenge !== "string" || challenge === "" || method !== "S256") {
-    throw new PkceRequiredError(PKCE_REQUIRED);
+    throw new PkceRequiredError();
   }
   return challenge;
 }
-
-/** The message of the adapters' {@linkcode PkceRequiredError}. */
-const PKCE_REQUIRED =
-  "invalid_request: PKCE with S256 is required (RFC 7636): the " +
-  "authorization code was not stored";
 
 /** A fresh code of 256 bits, base64url (43 characters). */
 export function newCode(): string {
@@ -55,30 +49,25 @@ export function newCode(): string {
 }
 
 /**
- * Keys never copied from a server's client or user object into the store:
- * a code's record is no place for a secret.
+ * The fields named in `keys` of an application's object (a client, a
+ * user, a scope), and nothing else: an allowlist, so that no secret, under
+ * whatever name or however deep, is copied into a code's record. Absent
+ * and `undefined` fields are left out; the store validates the values as
+ * JSON (a value that is not JSON is refused, never dropped).
  */
-const SECRET_KEYS = new Set([
-  "secret",
-  "clientSecret",
-  "client_secret",
-  "password",
-  "passwordHash",
-  "password_hash",
-]);
-
-/**
- * A JSON copy of `value` without the keys of {@linkcode SECRET_KEYS} at
- * its top level and without `undefined` members.
- */
-export function withoutSecrets(value: unknown): JsonObject {
+export function pick(
+  value: unknown,
+  keys: readonly string[],
+): Record<string, unknown> {
   const copy: Record<string, unknown> = {};
   if (typeof value === "object" && value !== null) {
-    for (const [key, member] of Object.entries(value)) {
-      if (!SECRET_KEYS.has(key) && member !== undefined) copy[key] = member;
+    for (const key of keys) {
+      // Read as the server reads it (a getter of an ORM entity counts).
+      const member = (value as Record<string, unknown>)[key];
+      if (member !== undefined) copy[key] = member;
     }
   }
-  return copy as JsonObject;
+  return copy;
 }
 
 /** Whether the entry's expiry (epoch seconds) has passed. */

@@ -18,13 +18,13 @@
  * import OAuth2Server from "@node-oauth/oauth2-server";
  * import postgres from "postgres";
  * import { createCodeStore } from "@attesto/code-store";
- * import { codeStoreModel } from "@attesto/code-store/node-oauth2-server";
+ * import { createCodeStoreModel } from "@attesto/code-store/node-oauth2-server";
  *
  * const sql = postgres(process.env.DATABASE_URL!, { fetch_types: false });
  * const oauth = new OAuth2Server({
  *   model: {
  *     ...yourModel, // getClient, saveToken, getAccessToken...
- *     ...codeStoreModel(createCodeStore(sql)),
+ *     ...createCodeStoreModel(createCodeStore(sql)),
  *   },
  * });
  * ```
@@ -32,7 +32,7 @@
  * @module
  */
 
-import { checkStore, s256Challenge, withoutSecrets } from "./_shared.ts";
+import { checkStore, s256Challenge } from "./_shared.ts";
 import { PkceRequiredError } from "../errors.ts";
 import type { CodeStore } from "../store.ts";
 import type { JsonObject } from "../types.ts";
@@ -79,7 +79,7 @@ export interface NodeOAuth2AuthorizationCode extends NodeOAuth2NewCode {
   readonly user: NodeOAuth2User;
 }
 
-/** The model methods {@linkcode codeStoreModel} returns. */
+/** The model methods {@linkcode createCodeStoreModel} returns. */
 export interface CodeStoreModel {
   /**
    * Stores a code issued at the authorization endpoint (`put`).
@@ -108,11 +108,12 @@ export interface CodeStoreModel {
   revokeAuthorizationCode(code: NodeOAuth2AuthorizationCode): Promise<boolean>;
 }
 
-/** Options for {@linkcode codeStoreModel}. */
+/** Options for {@linkcode createCodeStoreModel}. */
 export interface CodeStoreModelOptions {
   /**
-   * The store's `subject` for a user (default: its `id`, as a string). The
-   * whole user (less its secrets) is kept too, and returned as it was.
+   * The store's `subject` for a user (default: its `id`, as a string). Of
+   * the user, only its `id` is kept (or, if it has none, the subject), and
+   * the code's user comes back as `{ id }`.
    */
   readonly subject?: ((user: NodeOAuth2User) => string) | undefined;
 }
@@ -121,14 +122,17 @@ export interface CodeStoreModelOptions {
  * Creates the authorization-code methods of an `@node-oauth/oauth2-server`
  * model on `store`, to spread into the rest of your model.
  *
- * The code is mapped without loss: client id, user (as `subject`),
- * redirect URI, scope, PKCE and expiry go to the store's fields; the
- * client and user objects (less `secret`, `clientSecret`, `password` and
- * similar keys) and any other field of the code go into `context`. A code
- * without an S256 challenge is refused ({@linkcode PkceRequiredError}):
- * have the authorization request require `code_challenge` with
- * `code_challenge_method=S256` (the library rejects `plain` unless
- * `enablePlainPKCE` is set).
+ * Client id, user (as `subject`), redirect URI, scope, PKCE and expiry go
+ * to the store's fields. Of the client and the user the code keeps their
+ * ids and nothing else, whatever other fields (secrets, password hashes)
+ * they hold: the library reads back only `client.id` (checked against the
+ * authenticated client, whose own object it then uses) and hands the
+ * code's `user` to your model's `validateScope`, `generateAccessToken` and
+ * `saveToken`, which get it as `{ id }` (the user's own `id`, string or
+ * number, or the subject if it had none). A code without an S256 challenge
+ * is refused ({@linkcode PkceRequiredError}): have the authorization
+ * request require `code_challenge` with `code_challenge_method=S256` (the
+ * library rejects `plain` unless `enablePlainPKCE` is set).
  *
  * @param store The code store.
  * @param options How a user becomes the store's subject.
@@ -139,10 +143,10 @@ export interface CodeStoreModelOptions {
  * @example
  * ```ts
  * import { createMemoryCodeStore } from "@attesto/code-store/memory";
- * import { codeStoreModel } from "@attesto/code-store/node-oauth2-server";
+ * import { createCodeStoreModel } from "@attesto/code-store/node-oauth2-server";
  * import { assertEquals } from "@std/assert";
  *
- * const model = codeStoreModel(createMemoryCodeStore());
+ * const model = createCodeStoreModel(createMemoryCodeStore());
  * const client = { id: "s6BhdRkqt3", grants: ["authorization_code"] };
  * await model.saveAuthorizationCode({
  *   authorizationCode: "SplxlOBeZQQYbYS6WxSbIA",
@@ -151,24 +155,24 @@ export interface CodeStoreModelOptions {
  *   scope: ["read"],
  *   codeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
  *   codeChallengeMethod: "S256",
- * }, client, { id: "user-42" });
+ * }, client, { id: "user-42", passwordHash: "never stored" });
  *
  * const code = await model.getAuthorizationCode("SplxlOBeZQQYbYS6WxSbIA");
- * assertEquals(code && code.user.id, "user-42");
+ * assertEquals(code && code.user, { id: "user-42" });
  * assertEquals(code && await model.revokeAuthorizationCode(code), true);
  * assertEquals(await model.getAuthorizationCode("SplxlOBeZQQYbYS6WxSbIA"), false);
  * ```
  */
-export function codeStoreModel(
+export function createCodeStoreModel(
   store: CodeStore,
   options: CodeStoreModelOptions = {},
 ): CodeStoreModel {
-  checkStore(store, "codeStoreModel");
+  checkStore(store, "createCodeStoreModel");
   const subjectOf = options.subject ?? ((user: NodeOAuth2User) => {
     const id = user?.id;
     if (typeof id !== "string" && typeof id !== "number") {
       throw new TypeError(
-        "codeStoreModel: the user has no id; pass options.subject",
+        "createCodeStoreModel: the user has no id; pass options.subject",
       );
     }
     return String(id);
@@ -182,28 +186,19 @@ export function codeStoreModel(
         code.codeChallenge,
         code.codeChallengeMethod,
       );
-      const {
-        authorizationCode,
-        expiresAt,
-        redirectUri,
-        scope,
-        codeChallenge: _challenge,
-        codeChallengeMethod: _method,
-        ...rest
-      } = code;
-      const context: JsonObject = {
-        client: withoutSecrets(client),
-        user: withoutSecrets(user),
-        code: withoutSecrets(rest),
-      };
+      const id = user?.id;
+      const context: JsonObject = typeof id === "string" ||
+          typeof id === "number"
+        ? { userId: id }
+        : {};
       await store.put({
-        code: authorizationCode,
-        expiresAt: Math.floor(expiresAt.getTime() / 1000),
+        code: code.authorizationCode,
+        expiresAt: Math.floor(code.expiresAt.getTime() / 1000),
         data: {
           clientId: client.id,
           subject: subjectOf(user),
-          redirectUri,
-          scope: [...(scope ?? [])],
+          redirectUri: code.redirectUri,
+          scope: [...(code.scope ?? [])],
           codeChallenge: challenge,
           codeChallengeMethod: "S256",
           context,
@@ -216,21 +211,16 @@ export function codeStoreModel(
       const entry = await store.take(authorizationCode);
       if (entry === null) return false;
       const { data } = entry;
-      const context = data.context as {
-        client?: JsonObject;
-        user?: JsonObject;
-        code?: JsonObject;
-      };
+      const { userId } = data.context as { userId?: string | number };
       const code: NodeOAuth2AuthorizationCode = {
-        ...context.code,
         authorizationCode,
         expiresAt: new Date(entry.expiresAt * 1000),
         redirectUri: data.redirectUri,
         scope: [...data.scope],
         codeChallenge: data.codeChallenge,
         codeChallengeMethod: data.codeChallengeMethod,
-        client: { ...context.client, id: data.clientId },
-        user: { ...context.user },
+        client: { id: data.clientId },
+        user: { id: userId ?? data.subject },
       };
       taken.add(code);
       return code;
@@ -241,4 +231,32 @@ export function codeStoreModel(
       return taken.delete(code);
     },
   };
+}
+
+/**
+ * The former name of {@linkcode createCodeStoreModel}.
+ *
+ * @deprecated Use {@linkcode createCodeStoreModel}, the same factory
+ * under the `create*` name every other factory has. This alias is kept for
+ * one minor version.
+ *
+ * @param store The code store.
+ * @param options How a user becomes the store's subject.
+ * @returns The same as {@linkcode createCodeStoreModel}.
+ *
+ * @example
+ * ```ts
+ * import { createMemoryCodeStore } from "@attesto/code-store/memory";
+ * import { codeStoreModel } from "@attesto/code-store/node-oauth2-server";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const model = codeStoreModel(createMemoryCodeStore());
+ * assertEquals(typeof model.getAuthorizationCode, "function");
+ * ```
+ */
+export function codeStoreModel(
+  store: CodeStore,
+  options: CodeStoreModelOptions = {},
+): CodeStoreModel {
+  return createCodeStoreModel(store, options);
 }

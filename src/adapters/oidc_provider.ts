@@ -242,7 +242,9 @@ function newCode(id: string, payload: OidcPayload): NewCode {
     payload.codeChallengeMethod !== "S256" ||
     typeof payload.codeChallenge !== "string"
   ) {
-    throw new PkceRequiredError();
+    // oidc-provider sends an exposed error's message as the OAuth `error`
+    // (`errOut` in its lib/helpers/err_out.js): the message is the code.
+    throw new PkceRequiredError("invalid_request");
   }
   const context: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(payload)) {

@@ -35,12 +35,7 @@
  * @module
  */
 
-import {
-  checkStore,
-  isExpired,
-  s256Challenge,
-  withoutSecrets,
-} from "./_shared.ts";
+import { checkStore, isExpired, s256Challenge } from "./_shared.ts";
 import { PkceRequiredError } from "../errors.ts";
 import type { CodeStore } from "../store.ts";
 import type { JsonObject } from "../types.ts";
@@ -186,7 +181,7 @@ export function createOpenAuthStorage(
       const { challenge: _c, method: _m, ...pkceRest } = pkce ?? {};
       const context: Record<string, unknown> = { ...rest };
       if (Object.keys(pkceRest).length > 0) {
-        context.pkce = withoutSecrets(pkceRest);
+        context.pkce = pkceRest;
       }
       await store.put({
         code: key[1]!,

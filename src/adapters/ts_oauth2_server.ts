@@ -8,11 +8,13 @@
  * `revoke` throw still leaves their tokens persisted). Here the first
  * repository call of a token request is the store's atomic `take`: with JWT
  * codes (the default) that is `isRevoked(id)`, with
- * `useOpaqueAuthorizationCodes` it is `getByIdentifier(id)`. Of any number
- * of concurrent requests, in any number of processes, exactly one takes
- * the code; every other is told the code is revoked (or unknown) and fails
- * before any token is minted. The module does not depend on the library:
- * a repository is plain methods.
+ * `useOpaqueAuthorizationCodes` it is `getByIdentifier(id)`, and the second
+ * call gets the code from the first, in the same process. The repository
+ * tells the two apart by that order, so one repository serves either kind
+ * of code with no option. Of any number of concurrent requests, in any
+ * number of processes, exactly one takes the code; every other is told the
+ * code is revoked (or invalid) and fails before any token is minted. The
+ * module does not depend on the library: a repository is plain methods.
  *
  * @example Use it in the authorization server
  * ```ts ignore
@@ -40,14 +42,14 @@ import {
   checkStore,
   isExpired,
   newCode,
+  pick,
   s256Challenge,
-  withoutSecrets,
 } from "./_shared.ts";
-import { PkceRequiredError } from "../errors.ts";
+import { InvalidAuthorizationCodeError, PkceRequiredError } from "../errors.ts";
 import type { CodeStore } from "../store.ts";
 import type { JsonObject } from "../types.ts";
 
-export { PkceRequiredError };
+export { InvalidAuthorizationCodeError, PkceRequiredError };
 
 /** A grant type (`GrantIdentifier`). */
 export type TsOAuth2GrantIdentifier =
@@ -116,12 +118,13 @@ export interface TsOAuth2AuthCode {
 /** The repository {@linkcode createAuthCodeRepository} returns (`OAuthAuthCodeRepository`). */
 export interface CodeStoreAuthCodeRepository {
   /**
-   * Redeems the code for a token request's second repository call (JWT
-   * codes), or takes it as its first (opaque codes).
+   * With opaque codes, a token request's first call: takes the code. With
+   * JWT codes, its second: hands over the code the request's `isRevoked`
+   * took, in this process.
    *
-   * @throws {Error} If the code is not stored (or, with JWT codes, was not
-   * taken by this request's `isRevoked`): an error the library answers as
-   * `invalid_grant`.
+   * @throws {InvalidAuthorizationCodeError} If the code cannot be redeemed
+   * (never issued, spent, revoked, expired, or taken by another request):
+   * the library answers it as `400 invalid_grant`.
    */
   getByIdentifier(authCodeCode: string): Promise<TsOAuth2AuthCode>;
   /** A new code with a fresh 256-bit identifier. */
@@ -135,11 +138,13 @@ export interface CodeStoreAuthCodeRepository {
    *
    * @throws {PkceRequiredError} If it has no S256 challenge; nothing is
    * stored.
+   * @throws {TypeError} If it has no user.
    */
   persist(authCode: TsOAuth2AuthCode): Promise<void>;
   /**
-   * `false` for exactly one request per code: with JWT codes this is the
-   * take; with opaque codes, the request whose `getByIdentifier` took it.
+   * `false` for exactly one request per code: with JWT codes, the
+   * request's first call, which takes the code; with opaque codes, its
+   * second, for the request whose `getByIdentifier` took it.
    */
   isRevoked(authCodeCode: string): Promise<boolean>;
   /**
@@ -152,25 +157,13 @@ export interface CodeStoreAuthCodeRepository {
 /** Options for {@linkcode createAuthCodeRepository}. */
 export interface AuthCodeRepositoryOptions {
   /**
-   * The server's `useOpaqueAuthorizationCodes` (default `false`: JWT
-   * codes). It decides which repository call of a token request takes the
-   * code, so it must match the server's option.
+   * Ignored: the repository tells JWT codes from opaque ones by the order
+   * of the library's calls, so one repository serves either kind.
+   *
+   * @deprecated The repository needs no option: remove it. It is accepted
+   * (and ignored) for one minor version.
    */
   readonly opaque?: boolean | undefined;
-}
-
-/**
- * The error for a code that is not stored (never issued, spent, expired),
- * as the library recognises its own (`"oauth" in error`): the token
- * request gets `400 invalid_grant` (RFC 6749 §5.2), not a server error.
- */
-function invalidGrant(): Error {
-  return Object.assign(new Error("the authorization code is not stored"), {
-    oauth: true,
-    status: 400,
-    errorType: "invalid_grant",
-    errorDescription: "The authorization code is invalid, spent or expired",
-  });
 }
 
 /**
@@ -180,21 +173,42 @@ function invalidGrant(): Error {
  */
 const HANDOVER_MS = 60_000;
 
+/** A code taken by a token request's first call, for its second. */
+interface Taken {
+  readonly code: TsOAuth2AuthCode;
+  /** The call that took it: `isRevoked` (JWT codes) or `getByIdentifier` (opaque). */
+  readonly by: "isRevoked" | "getByIdentifier";
+  readonly at: number;
+}
+
+/** The fields of the library's `OAuthClient` a code keeps (not `secret`). */
+const CLIENT_FIELDS = ["name", "redirectUris", "allowedGrants"] as const;
+
 /**
  * Creates an `OAuthAuthCodeRepository` for `@jmondi/oauth2-server` on
  * `store`.
  *
- * The code is mapped without loss: client id, user id (as `subject`),
- * redirect URI, scope names, PKCE and expiry go to the store's fields; the
- * client and user objects (less `secret`, `password` and similar keys) and
- * the scope objects go into `context`. A code without an S256 challenge is
+ * Client id, user id (as `subject`), redirect URI, scope names, PKCE and
+ * expiry go to the store's fields. Of the client, user and scope objects
+ * the code keeps what the library's types declare, less the client's
+ * `secret`: the client's `id`, `name`, `redirectUris`, `allowedGrants` and
+ * its scopes' names, the user's `id` and the scopes' names. Nothing else
+ * of them is stored, whatever its name or depth: the library reads back
+ * only `client.id`, `user.id` and the scopes' `name` (opaque codes; JWT
+ * codes carry them in the JWT). A code without an S256 challenge is
  * refused ({@linkcode PkceRequiredError}): create the server with
  * `requiresPKCE: true` and `requiresS256: true`.
  *
+ * The same repository works for JWT codes and for
+ * `useOpaqueAuthorizationCodes`: the first call of a token request takes
+ * the code (`isRevoked` for JWT codes, `getByIdentifier` for opaque ones)
+ * and the second gets it from the first, in the same process.
+ *
  * @param store The code store.
- * @param options Whether the server uses opaque codes.
+ * @param options Nothing is needed (`opaque` is deprecated and ignored).
  * @returns The repository.
- * @throws {TypeError} If `store` is not a code store.
+ * @throws {TypeError} If `store` is not a code store, or `options.opaque`
+ * is given and not a boolean.
  *
  * @example
  * ```ts
@@ -228,9 +242,15 @@ export function createAuthCodeRepository(
   options: AuthCodeRepositoryOptions = {},
 ): CodeStoreAuthCodeRepository {
   checkStore(store, "createAuthCodeRepository");
-  const opaque = options.opaque === true;
+  const opaque = options?.opaque;
+  if (opaque !== undefined && typeof opaque !== "boolean") {
+    throw new TypeError(
+      "createAuthCodeRepository: options.opaque (deprecated, ignored) must " +
+        "be a boolean if given",
+    );
+  }
   // Codes taken by a request's first call, for its second, by identifier.
-  const handover = new Map<string, { code: TsOAuth2AuthCode; at: number }>();
+  const handover = new Map<string, Taken>();
   // Codes handed over and not yet revoked: the library's revoke after a
   // redemption needs no query.
   const redeemed = new Map<string, number>();
@@ -245,7 +265,11 @@ export function createAuthCodeRepository(
       redeemed.delete(id);
     }
   };
-  const take = async (id: string): Promise<TsOAuth2AuthCode | undefined> => {
+  /** The code for the first call of a request, taken from the store. */
+  const take = async (
+    id: string,
+    by: Taken["by"],
+  ): Promise<TsOAuth2AuthCode | undefined> => {
     const entry = await store.take(id);
     // JWT codes carry their own expiry, which the library checks; the
     // stored one is checked here too (the code is spent all the same).
@@ -253,44 +277,45 @@ export function createAuthCodeRepository(
     const { data } = entry;
     const context = data.context as {
       client?: JsonObject;
-      user?: JsonObject;
-      scopes?: JsonObject[];
+      userId?: string | number;
+      clientScopes?: string[];
     };
-    return {
+    const code: TsOAuth2AuthCode = {
       code: id,
       redirectUri: data.redirectUri,
       codeChallenge: data.codeChallenge,
       codeChallengeMethod: data.codeChallengeMethod,
       expiresAt: new Date(entry.expiresAt * 1000),
-      user: { id: data.subject, ...context.user },
-      client: { ...context.client, id: data.clientId } as TsOAuth2Client,
-      scopes: data.scope.map((name, i) => ({
-        ...context.scopes?.[i],
-        name,
-      })),
+      user: { id: context.userId ?? data.subject },
+      client: {
+        ...context.client,
+        id: data.clientId,
+        scopes: (context.clientScopes ?? []).map((name) => ({ name })),
+      } as TsOAuth2Client,
+      scopes: data.scope.map((name) => ({ name })),
     };
-  };
-  const handOver = (id: string) => {
     sweep();
-    const found = handover.get(id);
-    if (found) {
-      handover.delete(id);
-      redeemed.set(id, performance.now());
-    }
-    return found?.code;
+    handover.set(id, { code, by, at: performance.now() });
+    return code;
+  };
+  /** The code the request's first call took, for its second. */
+  const handOver = (id: string): TsOAuth2AuthCode => {
+    const taken = handover.get(id)!;
+    handover.delete(id);
+    redeemed.set(id, performance.now());
+    return taken.code;
   };
 
   return {
     async getByIdentifier(id) {
-      if (!opaque) {
-        const code = handOver(id);
-        if (code) return code;
-        throw invalidGrant();
-      }
-      const code = await take(id);
-      if (!code) throw invalidGrant();
       sweep();
-      handover.set(id, { code, at: performance.now() });
+      const taken = handover.get(id);
+      // JWT codes: the second call of the request whose isRevoked took it.
+      if (taken?.by === "isRevoked") return handOver(id);
+      // Opaque codes: the first call (a token or revocation request). A
+      // code another request's getByIdentifier holds is spent.
+      const code = taken ? undefined : await take(id, "getByIdentifier");
+      if (!code) throw new InvalidAuthorizationCodeError();
       return code;
     },
 
@@ -318,32 +343,39 @@ export function createAuthCodeRepository(
           "createAuthCodeRepository: an authorization code needs a user",
         );
       }
+      const client = authCode.client;
       await store.put({
         code: authCode.code,
         expiresAt: Math.floor(authCode.expiresAt.getTime() / 1000),
         data: {
-          clientId: authCode.client.id,
+          clientId: client.id,
           subject: String(user.id),
           redirectUri: authCode.redirectUri ?? "",
           scope: authCode.scopes.map((scope) => scope.name),
           codeChallenge: challenge,
           codeChallengeMethod: "S256",
           context: {
-            client: withoutSecrets(authCode.client),
-            user: withoutSecrets(user),
-            scopes: authCode.scopes.map(withoutSecrets),
-          },
+            client: pick(client, CLIENT_FIELDS),
+            clientScopes: (client.scopes ?? []).map((scope) => scope?.name),
+            userId: user.id,
+          } as JsonObject,
         },
       });
     },
 
     async isRevoked(id) {
-      if (opaque) return handOver(id) === undefined;
-      const code = await take(id);
-      if (!code) return true;
       sweep();
-      handover.set(id, { code, at: performance.now() });
-      return false;
+      const taken = handover.get(id);
+      // Opaque codes: the second call of the request whose getByIdentifier
+      // took it.
+      if (taken?.by === "getByIdentifier") {
+        handOver(id);
+        return false;
+      }
+      // JWT codes: the first call. A code another request's isRevoked
+      // holds is spent.
+      return taken !== undefined ||
+        await take(id, "isRevoked") === undefined;
     },
 
     async revoke(id) {

@@ -11,6 +11,11 @@ import type { CodeEntry, CodeRecord, GrantData, JsonValue } from "../../mod.ts";
 const base64url43 = fc.stringMatching(/^[A-Za-z0-9_-]{43}$/);
 const vschar = fc.string({ minLength: 1, maxLength: 64 }); // U+0020..U+007E
 const text = fc.string({ unit: "grapheme", minLength: 1, maxLength: 64 });
+const CONTROL = /\p{Cc}/u;
+const grantId = fc.oneof(
+  fc.string({ unit: "grapheme", minLength: 1, maxLength: 64 }),
+  fc.string({ minLength: 1000, maxLength: 1024 }),
+).filter((id) => !CONTROL.test(id));
 const scopeToken = fc.stringMatching(/^[\x21\x23-\x5B\x5D-\x7E]{1,20}$/);
 const uri = fc.webUrl({ withQueryParameters: true });
 const withoutNegativeZero = (value: JsonValue): JsonValue =>
@@ -46,6 +51,7 @@ export const grantData: fc.Arbitrary<GrantData> = fc.record({
   dpopJkt: fc.oneof(base64url43, fc.constant(null)),
   claims,
   resource: fc.array(uri, { maxLength: 3 }),
+  grantId: fc.oneof(grantId, fc.constant(null)),
 }, {
   requiredKeys: [
     "clientId",
@@ -168,6 +174,15 @@ const broken: Record<string, fc.Arbitrary<unknown>> = {
   resource: fc.oneof(
     fc.oneof(fc.string(), fc.integer(), fc.object()),
     fc.array(badUri, { minLength: 1, maxLength: 2 }),
+  ),
+  grantId: fc.oneof(
+    badText.filter((v) => v !== null && v !== undefined),
+    fc.constant("g".repeat(1025)),
+    fc.tuple(
+      fc.string({ maxLength: 8 }),
+      fc.integer({ min: 0, max: 0x9f }).filter((c) => c < 0x20 || c > 0x7e),
+      fc.string({ maxLength: 8 }),
+    ).map(([a, c, b]) => `${a}${String.fromCharCode(c)}${b}`),
   ),
 };
 

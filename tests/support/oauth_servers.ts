@@ -13,6 +13,7 @@
  * @module
  */
 
+import { assertFalse } from "@std/assert";
 import postgres from "../../tools/postgres.ts";
 import { migrate } from "../../mod.ts";
 import { OPENAUTH_KV } from "../../examples/openauth_issuer.ts";
@@ -264,4 +265,57 @@ export async function controlDoubles(
   }
   console.log(`${label}: tokens per code ${JSON.stringify(issued)}`);
   return Math.max(...issued);
+}
+
+/**
+ * Secrets under other names and deeper than a denylist of top-level keys
+ * would catch, for the client and user records of the secrets tests; and
+ * the user's email, which no server reads back either.
+ */
+export const SECRETS = {
+  clientSecret: "S3CRET-client-credentials",
+  secret: "S3CRET-client-secret",
+  privateKey: "S3CRET-private-key",
+  apiKey: "S3CRET-api-key",
+  password: "S3CRET-profile-password",
+  passwordHash: "S3CRET-login-password-hash",
+  hashedPassword: "S3CRET-hashed-password",
+  passwordDigest: "S3CRET-password-digest",
+  email: "user@example.com",
+} as const;
+
+/** A user record holding {@linkcode SECRETS}, nested and oddly named. */
+export function secretiveUser<Id extends string | number>(
+  id: Id,
+): { readonly id: Id; readonly [key: string]: unknown } {
+  return {
+    id,
+    email: SECRETS.email,
+    profile: { password: SECRETS.password },
+    logins: [{ passwordHash: SECRETS.passwordHash }],
+    hashedPassword: SECRETS.hashedPassword,
+    passwordDigest: SECRETS.passwordDigest,
+  };
+}
+
+/** The fields of a client record holding {@linkcode SECRETS}. */
+export const SECRETIVE_CLIENT_FIELDS = {
+  credentials: { clientSecret: SECRETS.clientSecret },
+  privateKey: SECRETS.privateKey,
+  settings: { nested: [{ apiKey: SECRETS.apiKey }] },
+} as const;
+
+/**
+ * The code store's only row, as JSON text, after checking that none of
+ * {@linkcode SECRETS} is in it.
+ */
+export async function rowWithoutSecrets(t: ServerDatabase): Promise<string> {
+  const [{ row }] = await t.sql<[{ row: string }]>`
+    select row_to_json(c)::text as row
+    from ${t.sql(`${t.schema}.authorization_codes`)} as c
+  `;
+  for (const [name, secret] of Object.entries(SECRETS)) {
+    assertFalse(row.includes(secret), `${name} reached the row: ${row}`);
+  }
+  return row;
 }

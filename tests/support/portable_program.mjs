@@ -43,9 +43,10 @@ if (mode === "imports") {
   const { createMemoryCodeStore } = await import("@attesto/code-store/memory");
   const memory = createMemoryCodeStore();
   const grant = JSON.parse(process.env.GRANT);
-  await memory.put({ code: "abc", data: grant, expiresAt: 2 ** 31 - 1 });
-  const first = await memory.take("abc");
-  const second = await memory.take("abc");
+  const code = "SplxlOBeZQQYbYS6WxSbIA";
+  await memory.put({ code, data: grant, expiresAt: 2 ** 31 - 1 });
+  const first = await memory.take(code);
+  const second = await memory.take(code);
   print({
     entries,
     hash: hashCode("abc"),
