@@ -5,7 +5,7 @@
  */
 
 import { databaseError } from "./_database_error.ts";
-import { type Driver, driverOf } from "./driver/driver.ts";
+import { type Driver, driverOf, SUPPORTED } from "./driver/driver.ts";
 import type { PostgresPool } from "./pool.ts";
 import { promised } from "./_promised.ts";
 import { coalescer, type Quiet, Slots } from "./coalesce.ts";
@@ -196,13 +196,13 @@ export function createCodeStore(
   if (repo === undefined || repo === null) {
     throw new TypeError(
       "createCodeStore needs a postgres.js pool or a function returning " +
-        "one; a store without a database fails closed",
+        `one (${SUPPORTED}); a store without a database fails closed`,
     );
   }
   if (typeof repo !== "function") {
     throw new TypeError(
       "createCodeStore: repo must be a postgres.js pool or a function " +
-        "returning one",
+        `returning one (${SUPPORTED}), not a ${typeof repo}`,
     );
   }
   const settings = storeSettings(options);

@@ -23,6 +23,7 @@ import {
 } from "../mod.ts";
 import {
   connect,
+  databaseUrl,
   end,
   grant,
   type PoolOptions,
@@ -30,6 +31,7 @@ import {
   testDatabase,
 } from "./support/database.ts";
 import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
+import { startTcpProxy } from "./support/tcp_proxy.ts";
 
 const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 /** The pool settings the README recommends. */
@@ -541,4 +543,60 @@ Deno.test("a lock timeout or statement timeout: `take()` fails cleanly and a ret
       await end(impatient);
     }
   }
+});
+
+Deno.test("a take cut mid-flight is returned to its caller, left intact, or reported as sent: never spent silently", async () => {
+  // The connection is reset at a random moment of the take: before the
+  // statement is written, while the server runs it, after it committed
+  // and before its result arrives. Runs until it has seen a cut after the
+  // commit (spent, reported as sent), and at least 10 rounds, bounded in
+  // time.
+  await using t = await testDatabase();
+  const direct = createCodeStore(t.sql, { table: t.table });
+  const seen: Record<string, number> = {};
+  const giveUp = performance.now() + LOAD_BOUND_MS;
+  let rounds = 0;
+  while (
+    (rounds++ < 10 || !seen["spent, reported as sent"]) &&
+    performance.now() < giveUp
+  ) {
+    await using proxy = await startTcpProxy(databaseUrl());
+    const pool = postgres(proxy.url, { ...RESILIENT, max: 1 });
+    try {
+      const store = createCodeStore(pool, { table: t.table });
+      assertEquals(await store.take(randomCode()), null); // connected
+      const [code] = await issue(direct, 1);
+      const taking = store.take(code!).then(
+        (entry) => ({ entry }),
+        (error) => ({ error }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 4));
+      proxy.reset();
+      const result = await taking;
+      const [{ stored }] = await t.sql<[{ stored: boolean }]>`
+        select exists (
+          select from ${t.sql(t.table)} where code_hash = ${hashCode(code!)}
+        ) as stored
+      `;
+      let kind: string;
+      if ("entry" in result) {
+        assert(result.entry !== null, "a stored code is never answered null");
+        assert(!stored);
+        kind = "returned";
+      } else {
+        assertInstanceOf(result.error, DatabaseError);
+        if (stored) kind = "intact";
+        else {
+          assertEquals(result.error.sent, true, "spent, so reported as sent");
+          kind = "spent, reported as sent";
+        }
+      }
+      seen[kind] = (seen[kind] ?? 0) + 1;
+    } finally {
+      await pool.end({ timeout: 1 });
+    }
+  }
+  console.log(`cut takes: ${JSON.stringify(seen)}`);
+  assert(seen["spent, reported as sent"], JSON.stringify(seen));
+  assertEquals(unhandled, []);
 });

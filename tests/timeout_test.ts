@@ -479,3 +479,35 @@ Deno.test("a connection whose store statement fails is handed nothing before it 
   assertEquals(await orHung(next, 10_000), "later", "the pool serves");
   assertEquals(unhandled, []);
 });
+
+Deno.test("with one connection, a row lock and a 300 ms timeout, the query after each timed-out take runs: 20 rounds", async () => {
+  // The application's next query is sent on the pool's only connection as
+  // the take times out, and the lock goes as the cancel is sent, so the
+  // take's statement often ends just before its cancel arrives. A cancel
+  // that reached the next query would fail it with 57014.
+  await using t = await testDatabase();
+  const pool = postgres(databaseUrl(), { ...RESILIENT, max: 1 });
+  try {
+    const store = createCodeStore(pool, { table: t.table, timeoutMs: 300 });
+    const direct = createCodeStore(t.sql, { table: t.table });
+    const failures: string[] = [];
+    for (let round = 0; round < 20; round++) {
+      const code = await issue(direct);
+      await using lock = await lockRow(t, code);
+      const taking = store.take(code).catch((error) => error);
+      await waitersOnLock(t, 1);
+      assertInstanceOf(await taking, OperationTimeoutError);
+      const next = pool`select 1 as one`.then(
+        ([row]) => String(row!.one),
+        (error) => String(error.code),
+      );
+      await lock.release();
+      const outcome = await next;
+      if (outcome !== "1") failures.push(outcome);
+    }
+    assertEquals(failures, [], "every next query ran");
+    assertEquals(unhandled, []);
+  } finally {
+    await pool.end({ timeout: 1 });
+  }
+});

@@ -26,6 +26,7 @@
  * @module
  */
 
+import process from "node:process";
 import type { PostgresPool } from "../pool.ts";
 import { unrefTimer } from "../_platform.ts";
 import { cancelBackend, type CancelTarget } from "./cancel_request.ts";
@@ -154,6 +155,14 @@ export function postgres3(pool: PostgresPool): Driver | undefined {
     !("state" in probe) || probe.state !== null || probe.active !== false ||
     typeof probe.raw !== "function" || "signal" in probe
   ) return undefined;
+  if (!options.ssl && sslModeFromEnvironment()) {
+    throw new TypeError(
+      "PGSSLMODE is set, but postgres.js 3.4 does not read it: this pool " +
+        "would connect without TLS. Put sslmode in the URL " +
+        "(?sslmode=require), pass `ssl`, set PGSSL, or use postgres.js 4, " +
+        "which reads PGSSLMODE",
+    );
+  }
   for (const name of Object.keys(options.connection ?? {})) {
     const instead = LIBPQ_ONLY[name];
     if (instead !== undefined) {
@@ -164,6 +173,20 @@ export function postgres3(pool: PostgresPool): Driver | undefined {
     }
   }
   return driver3(sql);
+}
+
+/**
+ * PGSSLMODE asking for TLS, as libpq reads it (`disable` and `allow` do
+ * not); `undefined` where it is unset or may not be read.
+ */
+function sslModeFromEnvironment(): string | undefined {
+  let mode: string | undefined;
+  try {
+    mode = process.env.PGSSLMODE;
+  } catch {
+    return undefined; // no permission to read it: postgres.js did not either
+  }
+  return mode && mode !== "disable" && mode !== "allow" ? mode : undefined;
 }
 
 function driver3(sql: Pool3): Driver {
