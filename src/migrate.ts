@@ -130,6 +130,7 @@ async function isCurrent(
   driver: Driver,
   table: TableName,
   signal: AbortSignal,
+  written: () => void,
 ): Promise<boolean> {
   const indexes = indexNames(table).map((index) =>
     quoteName(table.schema ? `${table.schema}.${index}` : index)
@@ -147,7 +148,7 @@ async function isCurrent(
       (select count(*) from jsonb_array_elements_text($1->'indexes') i
         where to_regclass(i) is not null
       )::int::text`,
-    payload: () => ({
+    payload: () => (written(), {
       codes: quoteName(table.qualified),
       codeColumns: CURRENT_COLUMNS.codes,
       spent: quoteName(table.spent),
@@ -209,8 +210,13 @@ export async function migrate(
   const limit = timeoutMs(o.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
   const started = performance.now();
   using time = deadline(limit);
+  // Whether a statement was written: if none was, migrate had no effect.
+  let sent = false;
   try {
-    if (await isCurrent(driver, table, time.signal)) return;
+    if (await isCurrent(driver, table, time.signal, () => sent = true)) {
+      return;
+    }
+    sent = true; // the transaction may be written, whatever follows
     const left = Math.max(1, limit - (performance.now() - started));
     // The transaction is not one statement to cancel: its own
     // statement_timeout and lock_timeout end it on the server, and the
@@ -230,8 +236,8 @@ export async function migrate(
     ], time.signal);
   } catch (error) {
     if (time.signal.aborted) {
-      throw new OperationTimeoutError("migrate", limit, true);
+      throw new OperationTimeoutError("migrate", limit, sent);
     }
-    throw databaseError(driver, "migrate", error, true);
+    throw databaseError(driver, "migrate", error, sent);
   }
 }

@@ -192,21 +192,13 @@ const ENTRY_JSON = `json_build_array(${
 })::text`;
 
 /**
- * `take`: one statement redeems the batch's hashes: `DELETE ... RETURNING`
- * the entries, and in the same statement (a data-modifying CTE) their
- * tombstones are written, kept `retention` seconds. A tombstone that exists
- * and has not expired is kept as it is, and its row is deleted but
- * returned to no one (it was redeemed before, and stored again by other
- * means), so a code value is redeemed at most once while its tombstone
- * lasts; an expired one is replaced. Each entry goes to exactly one caller:
- * the first still waiting that asked for it; the others get `null`.
+ * The text of `take`'s statement (see {@linkcode deleteRows}): its one
+ * parameter is the JSON array of the hashes to redeem. Exported for the
+ * benchmark, which sends it through the raw driver.
  */
-export function deleteRows(
-  driver: Driver,
-  { codes, spent, retention }: Tables,
-): BatchRunner<string, CodeEntry | null> {
+export function takeStatement({ codes, spent, retention }: Tables): string {
   const kept = TOMBSTONE_FROM_ROW.filter((column) => column !== "code_hash");
-  const text = `
+  return `
     with spent as (
       delete from ${quoteName(codes)}
       where code_hash = any(array${HASHES})
@@ -226,6 +218,23 @@ export function deleteRows(
     select ${ENTRY_JSON}
     from spent
     where code_hash in (select code_hash from tombstones)`;
+}
+
+/**
+ * `take`: one statement redeems the batch's hashes: `DELETE ... RETURNING`
+ * the entries, and in the same statement (a data-modifying CTE) their
+ * tombstones are written, kept `retention` seconds. A tombstone that exists
+ * and has not expired is kept as it is, and its row is deleted but
+ * returned to no one (it was redeemed before, and stored again by other
+ * means), so a code value is redeemed at most once while its tombstone
+ * lasts; an expired one is replaced. Each entry goes to exactly one caller:
+ * the first still waiting that asked for it; the others get `null`.
+ */
+export function deleteRows(
+  driver: Driver,
+  tables: Tables,
+): BatchRunner<string, CodeEntry | null> {
+  const text = takeStatement(tables);
   return async (batch) => {
     const taken = await execute(
       driver,

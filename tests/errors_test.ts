@@ -176,7 +176,7 @@ Deno.test("errors from an ended pool are the store's DatabaseUnavailableError, w
   }
 });
 
-Deno.test("errors from a pool that loses the server mid-statement are the store's, sent, with nothing of the statement", async () => {
+Deno.test("errors from a pool that loses the server mid-statement are the store's, with nothing of the statement: sent, or without effect", async () => {
   await using t = await testDatabase();
   for (const operation of ["put", "take", "spent", "revokeGrant"] as const) {
     await using proxy = await startTcpProxy(databaseUrl());
@@ -211,8 +211,17 @@ Deno.test("errors from a pool that loses the server mid-statement are the store'
       const error = await outcome;
       assertClean(error, [...secrets, ...secretsOf(t)], operation);
       assertInstanceOf(error, DatabaseUnavailableError, operation);
-      assertEquals(error.sent, true, operation);
       assertEquals(error.operation, operation);
+      if (!error.sent) {
+        // Not sent (postgres.js 3.4 writes a statement's parameters only
+        // once the server has described it): it had no effect.
+        const [{ stored }] = await t.sql<[{ stored: boolean }]>`
+          select exists (
+            select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
+          ) as stored
+        `;
+        assertEquals(stored, operation !== "put", `${operation}: no effect`);
+      }
     } finally {
       await pool.end({ timeout: 1 });
     }

@@ -135,48 +135,83 @@ function driver4(sql: Pool4): Driver {
     return outcome;
   };
 
+  /**
+   * Reserved connections whose statement ended well, kept until the next
+   * macrotask: a statement sent in the meantime (the next batch of a busy
+   * store, the next take of a caller in a loop) reuses one instead of
+   * reserving again. Then they go back to the pool.
+   */
+  const idle: Reserved4[] = [];
+  let releasing: ReturnType<typeof setTimeout> | undefined;
+  const keep = (reserved: Reserved4) => {
+    idle.push(reserved);
+    releasing ??= setTimeout(() => {
+      releasing = undefined;
+      for (const each of idle.splice(0)) each.release();
+    }, 0);
+  };
+
+  /** Runs `statement` on `reserved`, then keeps or releases it. */
+  const run = (
+    reserved: Reserved4,
+    statement: Statement,
+    signal: AbortSignal | undefined,
+  ): Promise<Rows> => {
+    const { payload } = statement;
+    const query = reserved.unsafe(
+      statement.text,
+      payload ? [sql.json({ toJSON: payload })] : [],
+      { prepare },
+    ).values().transform(false).execute();
+    if (!signal) {
+      return query.then((result) => {
+        keep(reserved);
+        return rows(result);
+      }, (error) => {
+        reserved.release();
+        throw error;
+      });
+    }
+    let cancelled: Promise<CancelOutcome> | undefined;
+    const stop = () => {
+      cancelled = cancel(query);
+    };
+    signal.addEventListener("abort", stop, { once: true });
+    const result = query.then((result) => {
+      signal.removeEventListener("abort", stop);
+      // The connection takes its next statement once a cancel sent to it
+      // has landed: sent as this one ended, it would cancel that one.
+      if (cancelled) {
+        void cancelled.then((outcome) => release(reserved, outcome));
+      } else keep(reserved);
+      return rows(result);
+    }, (error) => {
+      signal.removeEventListener("abort", stop);
+      if (cancelled) {
+        void cancelled.then((outcome) => release(reserved, outcome));
+      } else reserved.release();
+      throw signal.aborted ? new Stopped() : error;
+    });
+    // Stopped, the caller has its answer at once; the statement's end and
+    // the connection's release follow in their own time.
+    return abortable(result, signal);
+  };
+
   return {
     label: "postgres.js 4",
     connections: options.max,
 
-    async send(statement: Statement, signal?: AbortSignal): Promise<Rows> {
-      if (signal?.aborted) throw new Stopped();
-      let reserved: Reserved4;
-      try {
-        reserved = await sql.reserve().signal(signal);
-      } catch (error) {
-        if (signal?.aborted) throw new Stopped();
-        throw error;
-      }
-      if (signal?.aborted) {
+    send(statement: Statement, signal?: AbortSignal): Promise<Rows> {
+      if (signal?.aborted) return Promise.reject(new Stopped());
+      const kept = idle.pop();
+      if (kept) return run(kept, statement, signal);
+      return sql.reserve().signal(signal).then((reserved) => {
+        if (!signal?.aborted) return run(reserved, statement, signal);
         reserved.release();
         throw new Stopped();
-      }
-      const { payload } = statement;
-      const query = reserved.unsafe(
-        statement.text,
-        payload ? [sql.json({ toJSON: payload })] : [],
-        { prepare },
-      ).values().transform(false).execute();
-      let cancelled: Promise<CancelOutcome> | undefined;
-      const stop = () => {
-        cancelled = cancel(query);
-      };
-      signal?.addEventListener("abort", stop, { once: true });
-      const result = query.then(rows, (error) => {
+      }, (error) => {
         throw signal?.aborted ? new Stopped() : error;
       });
-      void result.catch(() => {}).finally(() => {
-        signal?.removeEventListener("abort", stop);
-        // The connection takes its next statement once a cancel sent to
-        // it has landed: sent as this one ended, it would cancel that one.
-        if (cancelled) {
-          void cancelled.then((outcome) => release(reserved, outcome));
-        } else reserved.release();
-      });
-      // Stopped, the caller has its answer at once; the statement's end
-      // and the connection's release follow in their own time.
-      return await abortable(result, signal);
     },
 
     transaction(texts, signal) {
