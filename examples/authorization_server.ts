@@ -458,6 +458,19 @@ if (import.meta.main) {
     "../tools/example_database.ts"
   );
   const port = portFlag(values.port);
+  if (port !== 0) {
+    // Before starting a database: a port in use is one line, not a trace.
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+      console.error(
+        `port ${port} is in use: add --port <another>, or --port 0 for any ` +
+          `free one (deno task example --port 0)`,
+      );
+      Deno.exit(1);
+    }
+  }
   const database = await exampleDatabase();
   const { sql } = database;
   await migrate(sql, { table: values.table });
