@@ -8,13 +8,18 @@
  * ```
  *
  * It runs on an embedded PostgreSQL unless `DATABASE_URL` is set, and
- * migrates on start. Endpoints:
+ * migrates on start. Once listening it prints what to do next: the client
+ * id, the redirect URI, an `/authorize` URL with a fresh PKCE challenge and
+ * state, and the token request with the matching `code_verifier`, as `curl`
+ * lines that run as printed. Endpoints:
  *
  * - `GET /.well-known/oauth-authorization-server` (RFC 8414)
  * - `GET /authorize` (RFC 6749 §4.1.1, RFC 7636 §4.3)
  * - `POST /token` (RFC 6749 §4.1.3, §5; RFC 7636 §4.5)
  * - `POST /introspect` (RFC 7662), unauthenticated: a demo, so that a client
  *   can see its token revoked after a replay
+ * - `GET /callback`, only when run as a program: a stand-in for the client's
+ *   redirect endpoint, which shows the code and the token request to make
  *
  * Access tokens live in this process's memory; codes live in the store.
  *
@@ -23,7 +28,7 @@
 
 import { parseArgs } from "node:util";
 import { type CodeStore, createCodeStore, migrate } from "../mod.ts";
-import { isS256Challenge, pkceMatches } from "./pkce.ts";
+import { isS256Challenge, newVerifier, pkceMatches, s256 } from "./pkce.ts";
 
 /** The one registered client: public, loopback redirect URIs (RFC 8252). */
 export const CLIENT_ID = "demo-client";
@@ -349,6 +354,95 @@ function text(status: number, body: string): Response {
   });
 }
 
+/** What the program prints and serves to start a flow by hand. */
+interface Walkthrough {
+  /** The instructions printed once the server listens. */
+  readonly instructions: string;
+  /** The redirect endpoint's page for `GET /callback`. */
+  readonly callback: (url: URL) => Response;
+}
+
+/**
+ * The walkthrough for a server at `issuer`: one PKCE verifier and state,
+ * the `/authorize` URL that carries them, and the token request that
+ * redeems the code it gives.
+ */
+function walkthrough(issuer: string, codeLifetime: number): Walkthrough {
+  const verifier = newVerifier();
+  const state = randomToken().slice(0, 16);
+  const redirectUri = `${issuer}/callback`;
+  const authorizeUrl = new URL(`${issuer}/authorize`);
+  for (
+    const [name, value] of Object.entries({
+      response_type: "code",
+      client_id: CLIENT_ID,
+      redirect_uri: redirectUri,
+      scope: "read profile",
+      state,
+      code_challenge: s256(verifier),
+      code_challenge_method: "S256",
+    })
+  ) {
+    authorizeUrl.searchParams.set(name, value);
+  }
+  const tokenRequest = (code: string, verifierValue = verifier) =>
+    `curl -s ${issuer}/token -d grant_type=authorization_code ` +
+    `-d client_id=${CLIENT_ID} -d redirect_uri=${redirectUri} ` +
+    `-d code_verifier=${verifierValue} -d ${code}; echo`;
+  const instructions = [
+    `client_id      ${CLIENT_ID} (a public client: no secret, PKCE S256)`,
+    `redirect_uri   ${redirectUri} (served here, for the demo)`,
+    `code_verifier  ${verifier}`,
+    "",
+    "1. Open this URL in a browser. The demo user approves at once; the",
+    "   redirect lands on a page with the token request to run:",
+    "",
+    `   ${authorizeUrl.href}`,
+    "",
+    `2. Or in a shell: get a code, then redeem it (once, within ${codeLifetime} s):`,
+    "",
+    `   code=$(curl -s -o /dev/null -w '%{redirect_url}' '${authorizeUrl.href}' | sed -n 's/.*[?&]code=\\([^&]*\\).*/\\1/p')`,
+    `   ${tokenRequest('"code=$code"')}`,
+    "",
+    "   Run the second line again: invalid_grant, the code is spent; and the",
+    "   token it gave is revoked (POST /introspect with token=<access_token>",
+    "   answers active: false).",
+  ].join("\n");
+  const callback = (url: URL) => {
+    const params = url.searchParams;
+    const code = params.get("code");
+    if (code === null) {
+      return text(
+        400,
+        `The authorization server answered ${params.get("error")}: ` +
+          `${params.get("error_description")}\n`,
+      );
+    }
+    const ours = params.get("state") === state;
+    return text(
+      200,
+      [
+        "The authorization server redirected here with a code (this page",
+        "stands in for the client's redirect endpoint).",
+        "",
+        `code   ${code}`,
+        `state  ${params.get("state")}${
+          ours ? " (the one printed: this request is yours)" : ""
+        }`,
+        "",
+        `Redeem it (once, within ${codeLifetime} s):`,
+        "",
+        tokenRequest(
+          `code=${code}`,
+          ours ? verifier : "<your code_verifier>",
+        ),
+        "",
+      ].join("\n"),
+    );
+  };
+  return { instructions, callback };
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
@@ -363,23 +457,51 @@ if (import.meta.main) {
     "../tools/example_database.ts"
   );
   const port = portFlag(values.port);
+  if (port !== 0) {
+    // Before starting a database: a port in use is one line, not a trace.
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+      console.error(
+        `port ${port} is in use: add --port <another>, or --port 0 for any ` +
+          `free one (deno task example --port 0)`,
+      );
+      Deno.exit(1);
+    }
+  }
   const database = await exampleDatabase();
   const { sql } = database;
   await migrate(sql, { table: values.table });
+  const codeLifetime = 60;
   let issuer = "";
+  let guide: Walkthrough | undefined;
+  const handler = authorizationServer({
+    store: createCodeStore(sql, { table: values.table }),
+    issuer: () => issuer,
+    codeLifetime,
+  });
   const server = Deno.serve(
     {
       hostname: "127.0.0.1",
       port,
       onListen: (address) => {
         issuer = `http://127.0.0.1:${address.port}`;
-        console.log(`listening on ${issuer}`);
+        guide = walkthrough(issuer, codeLifetime);
+        const where = Deno.env.get("DATABASE_URL")
+          ? "DATABASE_URL's database"
+          : "an embedded PostgreSQL, removed on exit";
+        console.log(`listening on ${issuer} (codes in ${where})\n`);
+        console.log(guide.instructions);
+        console.log("\nCtrl-C stops the server.");
       },
     },
-    authorizationServer({
-      store: createCodeStore(sql, { table: values.table }),
-      issuer: () => issuer,
-    }),
+    (request) => {
+      const url = new URL(request.url);
+      return request.method === "GET" && url.pathname === "/callback" && guide
+        ? guide.callback(url)
+        : handler(request);
+    },
   );
   database.stopOnSignal(async () => {
     await server.shutdown();

@@ -2,20 +2,27 @@
  * The command line: migrate, purge and inspect a code store's tables.
  *
  * ```sh
- * deno run -A jsr:@attesto/code-store/cli migrate
- * deno run -A jsr:@attesto/code-store/cli purge --table auth.codes
- * deno run -A jsr:@attesto/code-store/cli stats --json
- * deno run -A jsr:@attesto/code-store/cli replication
+ * deno install -g --allow-net --allow-env -n code-store jsr:@attesto/code-store/cli
+ * code-store migrate
+ * code-store purge --table auth.codes
+ * code-store stats --json
+ * code-store replication
  * ```
+ *
+ * Or without installing: `deno run --allow-net --allow-env
+ * jsr:@attesto/code-store/cli migrate`. It needs no other permission.
  *
  * The database comes from `DATABASE_URL`, or from the `PG*` variables
  * (`PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`) that managed
- * PostgreSQL services inject. Exit codes: 0 done, 1 database error (for
- * example unreachable), 2 usage error (unknown command or option, no
- * database configured); `replication` also exits 3 when standbys replicate
- * asynchronously (a failover can lose redemptions), 4 when no standby
- * is visible from the server, and 5 when synchronous replication is
- * configured but no synchronous standby is connected (every commit waits).
+ * PostgreSQL services inject. `--help` prints the usage on stdout and exits
+ * 0; every error is one line on stderr, which never quotes the password.
+ * Exit codes: 0 done, 1 database error (for example unreachable), 2 usage
+ * error (no command: the usage on stderr; an unknown command or option, a
+ * bad option value, no database configured, a malformed `DATABASE_URL`);
+ * `replication` also exits 3 when standbys replicate asynchronously (a
+ * failover can lose redemptions), 4 when no standby is visible from the
+ * server, and 5 when synchronous replication is configured but no
+ * synchronous standby is connected (every commit waits).
  *
  * @example Run it from code
  * ```ts ignore
@@ -31,6 +38,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { databaseError } from "./_database_error.ts";
+import { databaseUrlProblem } from "./_database_url.ts";
 import { describeReason } from "./_reasons.ts";
 import { DatabaseError, DatabaseUnavailableError } from "./errors.ts";
 import { type Driver, driverOf } from "./driver/driver.ts";
@@ -41,43 +49,52 @@ import { migrate } from "./migrate.ts";
 import { batchSize, MAX_PURGE_BATCH_SIZE, purgeExpired } from "./purge.ts";
 import { parseTableName, quoteName } from "./table_name.ts";
 
+const COMMANDS = ["migrate", "purge", "stats", "replication"] as const;
+type Command = typeof COMMANDS[number];
+
 const USAGE = `Usage: code-store <command> [options]
 
 Commands:
-  migrate   create or upgrade the codes table and its tombstone table
-  purge     delete expired codes and expired tombstones, in batches
-  stats     live codes, expired codes, tombstones, oldest row age
-  replication
-            whether a failover can lose a redeemed code: synchronous
-            replication settings and the standbys, as the server sees them
+  migrate       create or upgrade the codes table and its tombstone table
+  purge         delete expired codes and expired tombstones, in batches
+  stats         live codes, expired codes, tombstones, oldest row age
+  replication   whether a failover can lose a redeemed code: synchronous
+                replication settings and the standbys, as the server sees them
 
 Options:
   --table <name>       the codes table (default authorization_codes),
                        optionally schema-qualified: auth.codes
   --batch-size <n>     purge: rows per statement (default 1000)
   --json               stats, replication: print JSON
-  -h, --help           this help
+  -h, --help           print this help
 
-The database comes from DATABASE_URL, or from PGHOST, PGPORT, PGDATABASE,
-PGUSER and PGPASSWORD; PGCONNECT_TIMEOUT sets the connect timeout (10 s).
+The database comes from DATABASE_URL
+(postgres://user:password@host:5432/database, with / ? # @ % in the
+password percent-encoded), or from PGHOST, PGPORT, PGDATABASE, PGUSER and
+PGPASSWORD; PGCONNECT_TIMEOUT sets the connect timeout (default 10 s).
 
 Exit codes: 0 done, 1 database error, 2 usage error; replication: 3 the
 standbys are asynchronous (a failover can lose redemptions), 4 no standby
 is visible from this server, 5 synchronous replication is configured but
 no synchronous standby is connected (every commit waits).
+
+Install (it needs only network and environment access):
+  deno install -g --allow-net --allow-env -n code-store jsr:@attesto/code-store/cli
 `;
 
+/** A command line that cannot run, said in one line. */
 class UsageError extends Error {}
 
 /**
  * Runs one command and returns the process exit code. Output goes to
- * stdout; errors go to stderr and never include the password.
+ * stdout; errors go to stderr, one line each, and never include the
+ * password.
  *
  * @param args The command line, without the program name.
- * @returns 0 on success, 1 on a database error, 2 on a usage error; for
- * `replication`, 3 when standbys are asynchronous, 4 when none is
- * visible, 5 when commits wait for a synchronous standby that is not
- * connected.
+ * @returns 0 on success or `--help`, 1 on a database error, 2 on a usage
+ * error (with no command, the usage goes to stderr); for `replication`, 3
+ * when standbys are asynchronous, 4 when none is visible, 5 when commits
+ * wait for a synchronous standby that is not connected.
  *
  * @example
  * ```ts
@@ -88,22 +105,23 @@ class UsageError extends Error {}
  * ```
  */
 export async function main(args: readonly string[]): Promise<number> {
-  let command: string | undefined;
-  let options: {
-    table?: string | undefined;
-    batchSize?: number | undefined;
-    json: boolean;
-  };
+  let parsed: ReturnType<typeof parse>;
   try {
-    ({ command, options } = parse(args));
+    parsed = parse(args);
   } catch (error) {
-    console.error(`error: ${(error as Error).message}\n\n${USAGE}`);
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`error: ${error.message}`);
     return 2;
   }
-  if (command === undefined || command === "help") {
-    console.log(USAGE);
+  if (parsed === "help") {
+    console.log(USAGE.trimEnd());
     return 0;
   }
+  if (parsed === "none") {
+    console.error(USAGE.trimEnd());
+    return 2;
+  }
+  const { command, options } = parsed;
   const env = (name: string) => process.env[name];
   const url = env("DATABASE_URL");
   if (!url && !["PGHOST", "PGDATABASE", "PGUSER"].some(env)) {
@@ -114,9 +132,9 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     return 2;
   }
-  const malformed = url ? urlProblem(url) : undefined;
+  const malformed = url ? databaseUrlProblem(url) : portProblem(env("PGPORT"));
   if (malformed) {
-    console.error(`error: DATABASE_URL ${malformed}`);
+    console.error(`error: ${url ? "DATABASE_URL" : "PGPORT"} ${malformed}`);
     return 2;
   }
   const settings = {
@@ -188,65 +206,81 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
-/**
- * What is wrong with a connection URL, in words that quote none of it, or
- * `undefined`. A password with an unencoded `/`, `#`, `?` or `@` breaks the
- * URL's structure: the password then shows up as a host, a port, a path or
- * a fragment, and would be printed in an error.
- */
-function urlProblem(url: string): string | undefined {
-  const advice =
-    "percent-encode reserved characters in the user name and password " +
-    "(/ as %2F, # as %23, ? as %3F, @ as %40, : as %3A)";
-  const scheme = /^(postgres|postgresql):\/\//.exec(url);
-  if (!scheme) {
-    return "must start with postgres:// or postgresql://";
-  }
-  if (url.includes("#")) return `has a # in it: ${advice}`;
-  // The host list, as postgres.js reads it: several hosts are allowed.
-  const rest = url.slice(scheme[0].length);
-  const authority = rest.split(/[/?]/)[0]!;
-  const hosts = authority.slice(authority.lastIndexOf("@") + 1);
-  let parsed: URL;
-  try {
-    parsed = new URL(url.replace(hosts, hosts.split(",")[0]!));
-  } catch {
-    return `is not a valid URL: ${advice}`;
-  }
-  const database = parsed.pathname.slice(1);
-  if (database.includes("/") || database.includes("@")) {
-    return `has a database name with / or @ in it: ${advice}`;
-  }
-  return undefined;
+/** `PGPORT`'s problem, or `undefined`: a port, or a list for several hosts. */
+function portProblem(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  return value.split(",").every((port) =>
+      /^[0-9]+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535
+    )
+    ? undefined
+    : "is not a port number (1 to 65535)";
 }
 
-function parse(args: readonly string[]) {
-  const { values, positionals } = parseArgs({
-    args: [...args],
-    allowPositionals: true,
+/**
+ * The command and its options; `"help"` for `-h`, `--help` or `help`;
+ * `"none"` when no command is given.
+ *
+ * @throws {UsageError} With one line naming what is wrong.
+ */
+function parse(args: readonly string[]):
+  | "help"
+  | "none"
+  | {
+    command: Command;
     options: {
-      table: { type: "string" },
-      "batch-size": { type: "string" },
-      json: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (positionals.length > 1) {
-    throw new UsageError(`unexpected argument: ${positionals[1]}`);
+      table: string | undefined;
+      batchSize: number | undefined;
+      json: boolean;
+    };
+  } {
+  const operands = args.indexOf("--");
+  const flags = operands === -1 ? args : args.slice(0, operands);
+  if (flags.includes("--help") || flags.includes("-h")) return "help";
+  let values, positionals;
+  try {
+    ({ values, positionals } = parseArgs({
+      args: [...args],
+      allowPositionals: true,
+      options: {
+        table: { type: "string" },
+        "batch-size": { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(optionError(error));
   }
-  let command = values.help ? "help" : positionals[0];
-  if (
-    command !== undefined &&
-    !["migrate", "purge", "stats", "replication", "help"].includes(command)
-  ) {
-    throw new UsageError(`unknown command: ${command}`);
+  const [command, extra] = positionals;
+  if (command === "help") return "help";
+  if (command === undefined) return "none";
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    throw new UsageError(
+      `unknown command ${JSON.stringify(command)} (commands: ` +
+        `${COMMANDS.join(", ")}; see --help)`,
+    );
   }
-  if (command === undefined && args.length > 0) command = "help";
-  if (values.table !== undefined) parseTableName(values.table);
+  if (extra !== undefined) {
+    throw new UsageError(
+      `${command} takes no argument, got ${JSON.stringify(extra)}`,
+    );
+  }
+  if (values.table !== undefined) {
+    try {
+      parseTableName(values.table);
+    } catch {
+      throw new UsageError(
+        "--table must be a lower-case SQL identifier such as " +
+          "authorization_codes or auth.codes (letters, digits and _; at " +
+          "most 57 characters for the table, 63 for the schema)",
+      );
+    }
+  }
   let size: number | undefined;
   if (values["batch-size"] !== undefined) {
+    const text = values["batch-size"];
     try {
-      size = batchSize(Number(values["batch-size"]));
+      size = batchSize(/^[0-9]+$/.test(text) ? Number(text) : NaN);
     } catch {
       throw new UsageError(
         `--batch-size must be an integer from 1 to ${MAX_PURGE_BATCH_SIZE}`,
@@ -254,9 +288,25 @@ function parse(args: readonly string[]) {
     }
   }
   return {
-    command,
+    command: command as Command,
     options: { table: values.table, batchSize: size, json: values.json },
   };
+}
+
+/** node:util's parseArgs error, as one line naming the option. */
+function optionError(error: unknown): string {
+  const { code, message } = error as { code?: string; message?: string };
+  const option = message?.match(/'(-[^' ]*)/)?.[1] ?? "an option";
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option ${option} (see --help)`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return message?.includes("argument missing")
+        ? `${option} needs a value`
+        : `${option} takes no value`;
+    default:
+      return message?.split("\n")[0] ?? String(error);
+  }
 }
 
 async function readStats(driver: Driver, table: string | undefined) {

@@ -17,7 +17,10 @@ import { databaseUrl, testDatabase } from "./support/database.ts";
 const SERVER = new URL("../examples/authorization_server.ts", import.meta.url)
   .pathname;
 
-/** Starts the example server on a free port, on a fresh table. */
+/**
+ * Starts the example server on a free port, on a fresh table, and reads
+ * what it prints once listening.
+ */
 async function startServer(table: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", SERVER, "--port", "0", "--table", table],
@@ -28,15 +31,23 @@ async function startServer(table: string) {
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`server exited: ${out}`);
-    out += value;
+  // A generous bound: a server that never prints its instructions fails.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  try {
+    while (!out.includes("Ctrl-C stops the server.\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`server exited: ${out}`);
+      out += value;
+    }
+  } finally {
+    clearTimeout(timer);
   }
-  const issuer = out.match(/listening on (http:\/\/127\.0\.0\.1:\d+)/)?.[1];
+  const issuer = out.match(/^listening on (http:\/\/127\.0\.0\.1:\d+)/)?.[1];
   if (!issuer) throw new Error(`unexpected output: ${out}`);
   return {
     issuer,
+    /** What it printed. */
+    printed: out,
     async [Symbol.asyncDispose]() {
       child.kill("SIGTERM");
       await child.status;
@@ -261,4 +272,60 @@ Deno.test("the authorization endpoint validates the request (RFC 6749 §4.1.2.1,
   assertEquals(response.status, 400);
   assertEquals(response.headers.get("cache-control"), "no-store");
   assertEquals((await response.json()).error, "unsupported_grant_type");
+});
+
+/** Runs a shell script as printed; its stdout. */
+async function sh(script: string): Promise<string> {
+  const { code, stdout, stderr } = await new Deno.Command("sh", {
+    args: ["-c", script],
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  assertEquals(code, 0, decode(stderr));
+  return decode(stdout);
+}
+
+const curl = await new Deno.Command("curl", { args: ["--version"] }).output()
+  .then((r) => r.success, () => false);
+
+Deno.test({
+  name:
+    "what `deno task example` prints works as printed: the URL to open leads to a page whose curl line gives a token; the shell lines give one, and run again, invalid_grant and the token revoked",
+  ignore: !curl,
+  async fn() {
+    await using t = await testDatabase();
+    await using server = await startServer(t.table);
+    const { issuer, printed } = server;
+    assertStringIncludes(printed, "client_id      demo-client");
+    assertStringIncludes(printed, `redirect_uri   ${issuer}/callback`);
+
+    // In a browser: the URL to open, then the page the redirect lands on.
+    const open = printed.match(/^ {3}(http:\/\/\S+\/authorize\?\S+)$/m)?.[1];
+    assert(open, printed);
+    const authorized = await fetch(open, { redirect: "manual" });
+    await authorized.body?.cancel();
+    assertEquals(authorized.status, 302);
+    const page = await (await fetch(authorized.headers.get("location")!))
+      .text();
+    const redeem = page.split("\n").find((line) => line.startsWith("curl "));
+    assert(redeem, page);
+    const browser = JSON.parse(await sh(redeem));
+    assertMatch(browser.access_token, /^[A-Za-z0-9_-]{43}$/);
+    assertEquals(browser.scope, "read profile");
+
+    // In a shell: the two printed lines, then the second one again.
+    const lines = printed.split("\n").filter((line) =>
+      line.startsWith("   code=$(") || line.startsWith("   curl ")
+    ).map((line) => line.trim());
+    assertEquals(lines.length, 2, printed);
+    const [first, replay] = (await sh([...lines, lines[1]].join("\n")))
+      .trim().split("\n").map((line) => JSON.parse(line));
+    assertMatch(first.access_token, /^[A-Za-z0-9_-]{43}$/);
+    assertEquals(replay.error, "invalid_grant");
+    const introspected = await fetch(`${issuer}/introspect`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ token: first.access_token }),
+    });
+    assertEquals((await introspected.json()).active, false);
+  },
 });

@@ -17,27 +17,66 @@ import {
   randomCode,
   testDatabase,
 } from "./support/database.ts";
-import { cli } from "./support/cli.ts";
+import { cli, type CliRun } from "./support/cli.ts";
 import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
 
-Deno.test("`cli --help` prints the usage and exits 0; a bad command or option exits 2", async () => {
-  for (const args of [["--help"], ["-h"], ["help"], []]) {
-    const { code, out } = await cli(args);
-    assertEquals(code, 0);
-    assertStringIncludes(out, "Usage: code-store <command>");
-  }
+/** One line on stderr, nothing on stdout, no usage. */
+function assertOneLineError(run: CliRun, label: string): void {
+  assertEquals(run.out, "", `${label}: stdout`);
+  assertEquals(run.err.trimEnd().split("\n").length, 1, `${label}: ${run.err}`);
+  assertMatch(run.err, /^error: /, label);
+  assert(!run.err.includes("Usage:"), `${label}: the usage was reprinted`);
+}
+
+Deno.test("`cli --help`, `-h` and `help` print the usage on stdout and exit 0", async () => {
   for (
-    const args of [
-      ["frobnicate"],
-      ["migrate", "--tabel", "x"],
-      ["migrate", "extra"],
-      ["migrate", "--table", "Bad;Name"],
-      ["purge", "--batch-size", "0"],
-    ]
+    const args of [["--help"], ["-h"], ["help"], ["migrate", "--help"], [
+      "stats",
+      "--tabel",
+      "x",
+      "-h",
+    ]]
   ) {
-    const { code, err } = await cli(args, { DATABASE_URL: databaseUrl() });
-    assertEquals(code, 2, args.join(" "));
-    assertStringIncludes(err, "error:");
+    const run = await cli(args);
+    assertEquals(run.code, 0, args.join(" "));
+    assert(run.out.startsWith("Usage: code-store <command>"), run.out);
+    assertEquals(run.err, "");
+  }
+});
+
+Deno.test("`cli` without a command prints the usage on stderr and exits 2", async () => {
+  for (const args of [[], ["--json"], ["--table", "auth.codes"]]) {
+    const run = await cli(args, { DATABASE_URL: databaseUrl() });
+    assertEquals(run.code, 2, args.join(" "));
+    assertEquals(run.out, "");
+    assert(run.err.startsWith("Usage: code-store <command>"), run.err);
+  }
+});
+
+Deno.test("`cli` with an unknown command says which in one line and exits 2", async () => {
+  const run = await cli(["frobnicate"], { DATABASE_URL: databaseUrl() });
+  assertEquals(run.code, 2);
+  assertOneLineError(run, "frobnicate");
+  assertStringIncludes(run.err, 'unknown command "frobnicate"');
+});
+
+Deno.test("`cli` with a bad option or option value says what in one line and exits 2", async () => {
+  const cases = [
+    [["migrate", "--tabel", "x"], "unknown option --tabel"],
+    [["migrate", "-x"], "unknown option -x"],
+    [["migrate", "--table"], "--table needs a value"],
+    [["stats", "--json=yes"], "--json takes no value"],
+    [["migrate", "extra"], 'migrate takes no argument, got "extra"'],
+    [["migrate", "--table", "Bad;Name"], "--table must be"],
+    [["purge", "--batch-size", "0"], "--batch-size must be an integer"],
+    [["purge", "--batch-size", "1e3"], "--batch-size must be an integer"],
+    [["purge", "--batch-size", "many"], "--batch-size must be an integer"],
+  ] as const;
+  for (const [args, message] of cases) {
+    const run = await cli([...args], { DATABASE_URL: databaseUrl() });
+    assertEquals(run.code, 2, args.join(" "));
+    assertOneLineError(run, args.join(" "));
+    assertStringIncludes(run.err, message);
   }
 });
 
@@ -191,29 +230,121 @@ Deno.test("`cli replication` with synchronous replication configured and no stan
   }
 });
 
-Deno.test("`cli` with a malformed password-bearing DATABASE_URL exits 2 and prints nothing of the password", async () => {
-  // Passwords with an unencoded / or #: the URL's structure breaks there.
+Deno.test("`cli` with a malformed DATABASE_URL names what is wrong in one line, quotes none of the password, and exits 2", async () => {
+  // Each URL holds SECRET (its password, or what may be part of it).
   const cases = [
-    ["postgres://app:s3cr/et-pass-1@127.0.0.1:5432/db", [
-      "s3cr/et-pass-1",
-      "et-pass-1",
-    ]],
-    ["postgres://app:s3cr#et-pass-2@127.0.0.1:5432/db", [
-      "s3cr#et-pass-2",
-      "et-pass-2",
-    ]],
-    ["postgres://app:1234/5678-pass-3@127.0.0.1:5432/db", ["5678-pass-3"]],
-    ["postgres://app:99#x-pass-4@db.example.invalid/db", ["x-pass-4"]],
+    ["mysql://app:SECRET@127.0.0.1:5432/db", "has the scheme mysql://"],
+    ["app:SECRET@127.0.0.1:5432/db", "must start with postgres://"],
+    ["postgres://app:SECRET@127.0.0.1:54x2/db", "port that is not a number"],
+    ["postgres://app:SECRET@127.0.0.1:99999/db", "port out of range"],
+    ["postgres://app:SECRET@127.0.0.1:0/db", "port out of range"],
+    ["postgres://app:SECRET@127.0.0.1:/db", "empty port"],
+    ["postgres://app:SECRET@:5432/db", "empty host"],
+    ["postgres://app:SECRET@/db", "empty host"],
+    ["postgres://app:SECRET@db^host:5432/db", "not a valid host name"],
+    ["postgres://app:SECRET@db host/db", "not a valid host name"],
+    ["postgres://app:SECRET@::1:5432/db", "more than one :"],
+    ["postgres://app:SECRET@[::g]:5432/db", "not a valid IPv6 address"],
+    [
+      "postgres://app:SECRET@h1:5432,h2:x/db",
+      "port that is not a number (host 2 of 2)",
+    ],
+    ["postgres://app:100%SECRET@127.0.0.1/db", "password with a %"],
+    ["postgres://a%zzp:SECRET@127.0.0.1/db", "user name with a %"],
+    ["postgres://app:SECRET@127.0.0.1/d%zzb", "database name with a %"],
+    [
+      "postgres://app:SECRET@127.0.0.1/db/x",
+      "database name with an unencoded /",
+    ],
+    ["postgres://app:SECRET@127.0.0.1/db#x", "unencoded #"],
+    ["postgres://app:SEC@RET@127.0.0.1:5432/db", "unencoded @"],
+    // A / ? or # in the password cuts the URL: what follows looks like a
+    // host, a port or a path.
+    ["postgres://app:SEC/RET@127.0.0.1:5432/db", "unencoded / ? or #"],
+    ["postgres://app:SEC#RET@127.0.0.1:5432/db", "unencoded / ? or #"],
+    ["postgres://app:SEC?RET@127.0.0.1:5432/db", "unencoded / ? or #"],
+    ["postgres://app:1234/SECRET@127.0.0.1:5432/db", "unencoded / ? or #"],
+    ["postgres://app:99#SECRET@db.example.invalid/db", "unencoded / ? or #"],
   ] as const;
-  for (const [url, secrets] of cases) {
+  for (const [url, message] of cases) {
     const run = await cli(["stats"], { DATABASE_URL: url });
-    assertEquals(run.code, 2, `${run.out}${run.err}`);
+    assertEquals(run.code, 2, `${url}: ${run.err}`);
+    assertOneLineError(run, url);
     assertStringIncludes(run.err, "DATABASE_URL");
-    for (const secret of secrets) {
+    assertStringIncludes(run.err, message, url);
+    for (const part of ["SECRET", "SEC", "RET"]) {
       assert(
-        !run.out.includes(secret) && !run.err.includes(secret),
-        `the output holds part of the password: ${run.err}`,
+        !run.err.includes(part),
+        `${url} printed its password: ${run.err}`,
       );
     }
+  }
+});
+
+Deno.test("`cli` with PG* variables and a bad PGPORT says so in one line and exits 2", async () => {
+  const run = await cli(["stats"], {
+    PGHOST: "127.0.0.1",
+    PGPORT: "54x2",
+    PGPASSWORD: "SECRET",
+  });
+  assertEquals(run.code, 2, run.err);
+  assertOneLineError(run, "PGPORT");
+  assertStringIncludes(run.err, "PGPORT is not a port number");
+  assert(!run.err.includes("SECRET"));
+});
+
+Deno.test("`deno install` makes a `code-store` command that needs only network and environment access", async () => {
+  // The README's line installs jsr:@attesto/code-store/cli; jsr.io cannot
+  // be reached here, so this installs the same module from this checkout,
+  // with its deno.json, as a user would from a clone.
+  const root = await Deno.makeTempDir({ prefix: "attesto-install-" });
+  try {
+    const repository = new URL("../", import.meta.url);
+    const install = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "install",
+        "-g",
+        "--root",
+        root,
+        "--allow-net",
+        "--allow-env",
+        "--config",
+        new URL("deno.json", repository).pathname,
+        "-n",
+        "code-store",
+        new URL("src/cli.ts", repository).href,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assertEquals(
+      install.code,
+      0,
+      new TextDecoder().decode(install.stderr),
+    );
+    const script = await Deno.readTextFile(`${root}/bin/code-store`);
+    assertStringIncludes(script, "--allow-net --allow-env ");
+    assert(!/--allow-(all|read|write|run|ffi|sys)|\s-A\s/.test(script));
+
+    const command = (args: string[]) =>
+      new Deno.Command(`${root}/bin/code-store`, {
+        args,
+        cwd: root,
+        env: { DATABASE_URL: databaseUrl() },
+      }).output();
+    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+    const help = await command(["--help"]);
+    assertEquals(help.code, 0, decode(help.stderr));
+    assert(decode(help.stdout).startsWith("Usage: code-store <command>"));
+
+    await using t = await testDatabase();
+    const table = `${t.schema}.installed_codes`;
+    const migrated = await command(["migrate", "--table", table]);
+    assertEquals(migrated.code, 0, decode(migrated.stderr));
+    const stats = await command(["stats", "--table", table, "--json"]);
+    assertEquals(stats.code, 0, decode(stats.stderr));
+    assertEquals(JSON.parse(decode(stats.stdout)).liveCodes, 0);
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

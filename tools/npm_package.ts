@@ -192,10 +192,11 @@ export async function buildNpmPackage(out: string): Promise<string> {
 }
 
 /**
- * Installs, with npm, the npm packages of `deno.json`'s imports named in
- * `names` (at the versions it pins) into `out`: the servers the adapters
- * are tested with. Run it before {@linkcode buildNpmPackage}, which adds
- * the package beside them.
+ * Installs, with npm, the npm packages named in `names` into `out`, at the
+ * versions `deno.json` maps them to for the repository's own files (its
+ * `scopes["./"]`, then its `imports`): the servers the adapters are tested
+ * with. Run it before {@linkcode buildNpmPackage}, which adds the package
+ * beside them.
  *
  * @param out The folder.
  * @param names Import names, such as `"oidc-provider"`.
@@ -206,12 +207,14 @@ export async function installNpmDependencies(
 ): Promise<void> {
   const config = await readJson(join(ROOT, "deno.json")) as {
     imports: Record<string, string>;
+    scopes?: Record<string, Record<string, string>>;
   };
+  const mapped = { ...config.imports, ...config.scopes?.["./"] };
   const dependencies: Record<string, string> = {};
   for (const name of names) {
-    const specifier = config.imports[name];
+    const specifier = mapped[name];
     const match = specifier?.match(/^npm:(@?[^@]+)@(.+)$/);
-    if (!match) throw new Error(`deno.json has no npm import ${name}`);
+    if (!match) throw new Error(`deno.json maps no npm package ${name}`);
     dependencies[match[1]!] = match[2]!;
   }
   await Deno.writeTextFile(
