@@ -71,7 +71,11 @@ Deno.test("every task, file and CLI command the README names exists", async () =
   for (const path of paths) {
     assert((await Deno.stat(new URL(path, root))).isFile, path);
   }
-  for (const [, entry] of readme.matchAll(/(?<!jsr\.io\/)@attesto\/code-store(\/[\w-]+)?/g)) {
+  for (
+    const [, entry] of readme.matchAll(
+      /(?<!jsr\.io\/)@attesto\/code-store(\/[\w-]+)?/g,
+    )
+  ) {
     const key = entry ? `.${entry}` : ".";
     assert(key in config.exports, `export ${key}`);
   }
