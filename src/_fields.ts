@@ -201,6 +201,7 @@ export function array<T>(
   field: string,
   max: number,
   item: (value: unknown, field: string) => T,
+  parsed = false,
 ): T[] {
   required(value, field);
   if (!Array.isArray(value)) {
@@ -209,17 +210,30 @@ export function array<T>(
   if (value.length > max) {
     throw new InvalidRecordError(field, `must have at most ${max} items`);
   }
-  if (!isPlainArray(value)) {
+  // An array `JSON.parse` made is ordinary: only a caller's needs looking at.
+  if (!parsed && !isPlainArray(value)) {
     throw new InvalidRecordError(
       field,
       "must be an ordinary array (no holes, no extra properties)",
     );
   }
-  const copy: T[] = [];
+  const copy: T[] = new Array(value.length);
   for (let i = 0; i < value.length; i++) {
-    copy.push(item(value[i], `${field}[${i}]`));
+    copy[i] = item(value[i], itemField(field, i));
   }
   return copy;
+}
+
+const itemFields = new Map<string, string[]>();
+
+/**
+ * `field[i]`, made once per field and index (fields are the schema's own
+ * names, and indexes are bounded by the array limits).
+ */
+function itemField(field: string, i: number): string {
+  let names = itemFields.get(field);
+  if (!names) itemFields.set(field, names = []);
+  return names[i] ??= `${field}[${i}]`;
 }
 
 /**

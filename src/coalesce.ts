@@ -257,7 +257,9 @@ class Flight<I, O> implements Batch<I> {
   send(): readonly number[] {
     if (!this.#sent) {
       const sent: number[] = [];
-      for (const [i, call] of this.calls.entries()) {
+      const calls = this.calls;
+      for (let i = 0; i < calls.length; i++) {
+        const call = calls[i]!;
         if (call.state === "batched") {
           call.state = "sent";
           sent.push(i);
@@ -375,7 +377,9 @@ export function coalescer<I, O>(
 
   /** Answers the calls still waiting with the statement's outcomes. */
   const answer = (flight: Flight<I, O>, outcomes: readonly Outcome<O>[]) => {
-    for (const [i, call] of flight.calls.entries()) {
+    const calls = flight.calls;
+    for (let i = 0; i < calls.length; i++) {
+      const call = calls[i]!;
       if (call.state === "settled") continue;
       const outcome = outcomes[i];
       settle(call);

@@ -305,7 +305,7 @@ export function entryFromColumns(values: readonly unknown[]): CodeEntry {
       resource: values[AT.resource],
       grantId: values[AT.grant_id],
       context: values[AT.context],
-    }),
+    }, true),
     expiresAt: expiry(values[AT.expires_at]),
   };
 }
@@ -372,7 +372,10 @@ function validateGrant(value: unknown): StoredGrantData {
 }
 
 /** The grant's rules, field by field, on an object with only its keys. */
-function grantFields(d: Readonly<Record<string, unknown>>): StoredGrantData {
+function grantFields(
+  d: Readonly<Record<string, unknown>>,
+  parsed = false,
+): StoredGrantData {
   const method = required(d.codeChallengeMethod, "data.codeChallengeMethod");
   if (method !== "S256") {
     throw new InvalidRecordError(
@@ -384,37 +387,27 @@ function grantFields(d: Readonly<Record<string, unknown>>): StoredGrantData {
     clientId: text(d.clientId, "data.clientId", VSCHAR, "VSCHAR characters"),
     subject: text(d.subject, "data.subject"),
     redirectUri: absoluteUri(d.redirectUri, "data.redirectUri"),
-    scope: array(
-      d.scope,
-      "data.scope",
-      LIMITS.scope,
-      (token, field) =>
-        text(
-          token,
-          field,
-          SCOPE_TOKEN,
-          "scope-token characters (RFC 6749 §3.3)",
-        ),
-    ),
+    scope: array(d.scope, "data.scope", LIMITS.scope, scopeToken, parsed),
     codeChallenge: sha256Base64url(d.codeChallenge, "data.codeChallenge"),
     codeChallengeMethod: method,
-    nonce: optional(d.nonce, null, (v) => text(v, "data.nonce")),
-    dpopJkt: optional(
-      d.dpopJkt,
-      null,
-      (v) => sha256Base64url(v, "data.dpopJkt"),
-    ),
-    claims: optional(d.claims, {}, (v) => jsonObject(v, "data.claims")),
-    resource: optional(
-      d.resource,
-      [],
-      (v) => array(v, "data.resource", LIMITS.resource, absoluteUri),
-    ),
-    grantId: optional(
-      d.grantId,
-      null,
-      (v) => grantIdentifier(v, "data.grantId"),
-    ),
-    context: optional(d.context, {}, (v) => jsonObject(v, "data.context")),
+    nonce: optional(d.nonce, null, nonce),
+    dpopJkt: optional(d.dpopJkt, null, dpopJkt),
+    claims: optional(d.claims, {}, claims),
+    resource: optional(d.resource, [], parsed ? parsedResources : resources),
+    grantId: optional(d.grantId, null, grantId),
+    context: optional(d.context, {}, context),
   };
 }
+
+// The rules of the optional fields, made once (not a closure per record).
+const scopeToken = (token: unknown, field: string) =>
+  text(token, field, SCOPE_TOKEN, "scope-token characters (RFC 6749 §3.3)");
+const nonce = (v: unknown) => text(v, "data.nonce");
+const dpopJkt = (v: unknown) => sha256Base64url(v, "data.dpopJkt");
+const claims = (v: unknown) => jsonObject(v, "data.claims");
+const context = (v: unknown) => jsonObject(v, "data.context");
+const grantId = (v: unknown) => grantIdentifier(v, "data.grantId");
+const resources = (v: unknown) =>
+  array(v, "data.resource", LIMITS.resource, absoluteUri);
+const parsedResources = (v: unknown) =>
+  array(v, "data.resource", LIMITS.resource, absoluteUri, true);

@@ -95,6 +95,9 @@ function list(columns: readonly string[]): string {
   return columns.join(", ");
 }
 
+/** The outcome of a call that gets nothing. */
+const NULL_OUTCOME: Outcome<null> = { value: null };
+
 /** The hashes of the batch's `$1`, as a set a statement can match. */
 const HASHES = "(select jsonb_array_elements_text($1))";
 
@@ -242,21 +245,28 @@ export function deleteRows(
       (sent) => inputsOf(batch, sent),
       text,
     );
+    // The hot path: plain loops, no iterator, one map of the entries.
     const rows = new Map<string, unknown[]>();
-    for (const [json] of taken) {
-      const values = parseJson(json!) as unknown[];
+    for (let r = 0; r < taken.length; r++) {
+      const values = parseJson(taken[r]![0]!) as unknown[];
       rows.set(values[0] as string, values);
     }
-    return batch.inputs.map((hash, i): Outcome<CodeEntry | null> => {
-      const values = rows.get(hash);
-      if (values === undefined || !batch.waiting(i)) return { value: null };
-      rows.delete(hash);
-      try {
-        return { value: entryFromColumns(values) };
-      } catch (error) {
-        return { error };
+    const { inputs } = batch;
+    const outcomes: Outcome<CodeEntry | null>[] = new Array(inputs.length);
+    for (let i = 0; i < inputs.length; i++) {
+      const values = rows.size === 0 ? undefined : rows.get(inputs[i]!);
+      if (values === undefined || !batch.waiting(i)) {
+        outcomes[i] = NULL_OUTCOME;
+        continue;
       }
-    });
+      rows.delete(inputs[i]!);
+      try {
+        outcomes[i] = { value: entryFromColumns(values) };
+      } catch (error) {
+        outcomes[i] = { error };
+      }
+    }
+    return outcomes;
   };
 }
 
