@@ -33,8 +33,10 @@
 import { parseArgs } from "node:util";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import {
+  addCodes,
   checkHash,
   codeOf,
+  codesOf,
   createTable,
   deletePerCall,
   fill,
@@ -76,9 +78,11 @@ const SLICES = Number(flags.slices ?? (quick ? 1 : 3));
 /** A slice's measured window. */
 const SLICE_MS = 1000 * Number(flags.seconds ?? (quick ? 0.2 : 1));
 /** Each workload's warm-up, once per round. */
-const WARMUP_MS = 1000 * Number(flags.warmup ?? (quick ? 0.1 : 1));
+const WARMUP_MS = 1000 * Number(flags.warmup ?? (quick ? 0.1 : 0.5));
 /** Each slice's ramp-up, not counted. */
-const RAMP_MS = quick ? 50 : 200;
+const RAMP_MS = quick ? 50 : 100;
+/** Slices of the shapes, to find the best (measured again beside the store). */
+const SHAPE_SLICES = Math.min(SLICES, 2);
 const CALLERS = 64;
 /** Statements in flight × keys per statement: 64 keys in flight. */
 const SHAPES = [[1, 64], [2, 32], [4, 16], [8, 8]] as const;
@@ -96,13 +100,14 @@ type Kind = "store" | "own" | "plain" | "per call" | "lone";
 
 /**
  * Keys per second guessed for a workload's first fill; afterwards the
- * fastest seen. Workloads whose codes ran out are run again with more.
+ * fastest seen. A workload whose codes may run out gets more between
+ * slices.
  */
 const GUESS: Record<Kind, number> = {
-  store: 30_000,
-  own: 40_000,
-  plain: 60_000,
-  "per call": 15_000,
+  store: 25_000,
+  own: 35_000,
+  plain: 50_000,
+  "per call": 10_000,
   lone: 2_500,
 };
 const seen = new Map<Kind, number>();
@@ -124,84 +129,91 @@ interface Side {
 
 /**
  * Runs `sides` in turns on major `m`: each on a pool of its own, with codes
- * of its own from one fill; each warmed up, then `SLICES` slices of
+ * of its own from one fill; each warmed up, then `slices` slices of
  * `SLICE_MS`, one side after the other (the order reversed every other
- * slice, and in a `reversed` round), each after a short ramp-up. Returns
- * each side's slices as one run.
+ * slice, and in a `reversed` round), each after a short ramp-up. A side
+ * whose codes may run out in its next slice gets more first. Returns each
+ * side's slices as one run.
  */
 async function inTurns(
   ctx: Context,
   m: Major,
   sides: readonly Side[],
   reversed: boolean,
+  slices = SLICES,
 ): Promise<Run[]> {
-  const seconds = (WARMUP_MS + SLICES * (RAMP_MS + SLICE_MS)) / 1000;
-  for (let attempt = 1;; attempt++) {
-    const sizes = sides.map((side) =>
-      Math.ceil(
-        (seen.get(side.kind) ?? GUESS[side.kind]) * seconds * 1.5 *
-          attempt ** 2,
-      ) + 1024
-    );
-    const prefix = crypto.randomUUID();
-    const total = sizes.reduce((a, b) => a + b, 0);
-    await fill(ctx.admin, ctx.table, prefix, total);
-    const pools: Sql[] = [];
-    try {
-      const loads: Load[] = [];
-      let offset = 0;
-      for (const [i, side] of sides.entries()) {
-        const sql = await openPool(m, ctx.url);
-        pools.push(sql);
-        const codes = Array.from(
-          { length: sizes[i]! },
-          (_, k) => codeOf(prefix, offset + k),
-        );
-        offset += sizes[i]!;
-        loads.push(side.make(sql, codes));
-      }
-      const next = loads.map(() => 0);
-      const all: Timed[][] = sides.map(() => []);
-      const run = async (i: number, rampMs: number, ms: number) => {
-        const t = await timed(loads[i]!, rampMs, ms, next[i]);
-        next[i] = t.run.next;
-        return t;
-      };
-      const warmups: Timed[] = [];
-      for (const i of sides.keys()) warmups.push(await run(i, WARMUP_MS, 0));
-      for (let k = 0; k < SLICES; k++) {
-        const order = [...sides.keys()];
-        if ((k % 2 === 1) !== reversed) order.reverse();
-        for (const i of order) all[i]!.push(await run(i, RAMP_MS, SLICE_MS));
-      }
-      const runs = all.map(merged);
-      for (const [i, side] of sides.entries()) {
-        const sent = runs[i]!.sent + warmups[i]!.run.sent;
-        const found = runs[i]!.found + warmups[i]!.run.found;
-        if (found !== sent) {
-          throw new Error(`${side.label}: ${found} of ${sent} keys found`);
-        }
-      }
-      if (
-        runs.some((r) => r.exhausted) || warmups.some((w) => w.run.exhausted)
-      ) {
-        if (attempt === 3) throw new Error("the codes ran out 3 times");
-        log("  the codes ran out before the end: again, with more");
-        continue;
-      }
-      for (const [i, side] of sides.entries()) {
-        const r = runs[i]!;
-        seen.set(side.kind, Math.max(seen.get(side.kind) ?? 0, r.perSecond));
-        log(
-          `  ${m.version} ${side.label}: ${Math.round(r.perSecond)}/s, p50 ${
-            r.p50.toFixed(2)
-          } ms, ${r.cpuMicros.toFixed(1)} µs CPU per key`,
-        );
-      }
-      return runs;
-    } finally {
-      await Promise.all(pools.map((sql) => sql.end({ timeout: 5 })));
+  const rate = (side: Side) => seen.get(side.kind) ?? GUESS[side.kind];
+  const seconds = (WARMUP_MS + slices * (RAMP_MS + SLICE_MS)) / 1000;
+  const sizes = sides.map((side) =>
+    Math.ceil(rate(side) * seconds * 1.2) + 1024
+  );
+  const prefix = crypto.randomUUID();
+  await fill(
+    ctx.admin,
+    ctx.table,
+    prefix,
+    sizes.reduce((a, b) => a + b, 0),
+  );
+  const pools: Sql[] = [];
+  try {
+    const loads: Load[] = [];
+    let offset = 0;
+    for (const [i, side] of sides.entries()) {
+      const sql = await openPool(m, ctx.url);
+      pools.push(sql);
+      const codes = Array.from(
+        { length: sizes[i]! },
+        (_, k) => codeOf(prefix, offset + k),
+      );
+      offset += sizes[i]!;
+      loads.push(side.make(sql, codes));
     }
+    const next = loads.map(() => 0);
+    const rates = sides.map(rate);
+    const run = async (i: number, rampMs: number, ms: number) => {
+      const load = loads[i]!;
+      const left = (load.ops - next[i]!) * load.keysPerOp;
+      const needed = rates[i]! * (rampMs + ms) / 1000 * 2 +
+        load.loops * load.keysPerOp * 2;
+      if (left < needed) {
+        const more = crypto.randomUUID();
+        const n = Math.ceil(needed * 2);
+        await addCodes(ctx.admin, ctx.table, more, n);
+        load.extend(codesOf(more, n));
+      }
+      const t = await timed(load, rampMs, ms, next[i]);
+      next[i] = t.run.next;
+      if (t.run.keys > 0) rates[i] = Math.max(rates[i]!, t.run.perSecond);
+      return t;
+    };
+    const warmups: Timed[] = [];
+    for (const i of sides.keys()) warmups.push(await run(i, WARMUP_MS, 0));
+    const all: Timed[][] = sides.map(() => []);
+    for (let k = 0; k < slices; k++) {
+      const order = [...sides.keys()];
+      if ((k % 2 === 1) !== reversed) order.reverse();
+      for (const i of order) all[i]!.push(await run(i, RAMP_MS, SLICE_MS));
+    }
+    const runs = all.map(merged);
+    for (const [i, side] of sides.entries()) {
+      const r = runs[i]!;
+      const sent = r.sent + warmups[i]!.run.sent;
+      const found = r.found + warmups[i]!.run.found;
+      if (found !== sent) {
+        throw new Error(`${side.label}: ${found} of ${sent} keys found`);
+      }
+      seen.set(side.kind, Math.max(seen.get(side.kind) ?? 0, r.perSecond));
+      log(
+        `  ${m.version} ${side.label}: ${Math.round(r.perSecond)}/s, p50 ${
+          r.p50.toFixed(2)
+        } ms, ${r.cpuMicros.toFixed(1)} µs CPU per key${
+          r.exhausted ? " (its codes ran out in a slice)" : ""
+        }`,
+      );
+    }
+    return runs;
+  } finally {
+    await Promise.all(pools.map((sql) => sql.end({ timeout: 5 })));
   }
 }
 
@@ -261,6 +273,7 @@ async function round(
     m,
     SHAPES.map((shape) => inShape("own", own, shape, statement.text)),
     reversed,
+    SHAPE_SLICES,
   );
   const shapes = Object.fromEntries(
     SHAPES.map(([s, k], i) => [shapeName(s, k), shapeRuns[i]!]),

@@ -112,6 +112,18 @@ export async function fill(
   n: number,
 ): Promise<void> {
   await admin.unsafe(`truncate ${table}, ${table}_spent`);
+  await addCodes(admin, table, prefix, n);
+  await admin.unsafe(`vacuum analyze ${table}, ${table}_spent`);
+  await admin.unsafe(`checkpoint`).catch(() => {});
+}
+
+/** Stores `n` more codes ({@linkcode codeOf}), hashed as the store does. */
+export async function addCodes(
+  admin: Sql,
+  table: string,
+  prefix: string,
+  n: number,
+): Promise<void> {
   await admin.unsafe(
     `insert into ${table} (code_hash, client_id, subject, redirect_uri,
        scope, code_challenge, code_challenge_method, expires_at)
@@ -123,8 +135,11 @@ export async function fill(
      from generate_series(0, $2::int - 1) i`,
     [prefix, n],
   );
-  await admin.unsafe(`vacuum analyze ${table}, ${table}_spent`);
-  await admin.unsafe(`checkpoint`).catch(() => {});
+}
+
+/** The codes `0` to `n - 1` of `prefix`. */
+export function codesOf(prefix: string, n: number): string[] {
+  return Array.from({ length: n }, (_, i) => codeOf(prefix, i));
 }
 
 // -------------------------------------------------- the store's statement --
@@ -235,15 +250,47 @@ export function plainDelete(table: string): string {
 
 /**
  * A workload: `loops` concurrent loops, each sending operation after
- * operation, `keysPerOp` keys each, until the run stops or the `ops`
- * prepared operations are used up. `op(j)` resolves with how many keys it
- * found (rows returned, or entries taken).
+ * operation, `keysPerOp` keys each, until the run stops or the prepared
+ * operations (`ops`, which `extend` adds to) are used up. `op(j)` resolves
+ * with how many keys it found (rows returned, or entries taken).
  */
 export interface Load {
   readonly loops: number;
   readonly keysPerOp: number;
   readonly ops: number;
   readonly op: (j: number) => Promise<number>;
+  /** Adds operations on these codes (stored beforehand). */
+  readonly extend: (codes: readonly string[]) => void;
+}
+
+/**
+ * A load of operations on `keysPerOp` prepared inputs each, made from the
+ * codes by `prepare` beforehand; a remainder short of a whole operation
+ * is left out.
+ */
+function prepared<T>(
+  loops: number,
+  keysPerOp: number,
+  codes: readonly string[],
+  prepare: (codes: readonly string[]) => T,
+  send: (input: T) => Promise<number>,
+): Load {
+  const inputs: T[] = [];
+  const extend = (more: readonly string[]) => {
+    for (let k = 0; k + keysPerOp <= more.length; k += keysPerOp) {
+      inputs.push(prepare(more.slice(k, k + keysPerOp)));
+    }
+  };
+  extend(codes);
+  return {
+    loops,
+    keysPerOp,
+    get ops() {
+      return inputs.length;
+    },
+    op: (j) => send(inputs[j]!),
+    extend,
+  };
 }
 
 /** `callers` concurrent callers of the store's `take`, one code each. */
@@ -255,17 +302,18 @@ export function storeTakes(
 ): Load {
   const store = createCodeStore(sql, { table });
   const found = (entry: unknown) => entry === null ? 0 : 1;
-  return {
-    loops: callers,
-    keysPerOp: 1,
-    ops: codes.length,
-    op: (j) => store.take(codes[j]!).then(found),
-  };
+  return prepared(
+    callers,
+    1,
+    codes,
+    ([code]) => code!,
+    (code) => store.take(code).then(found),
+  );
 }
 
 /**
  * `statements` statements in flight through the raw driver, `keys` keys
- * each, `send` sending one (hashes prepared beforehand).
+ * each, `send` sending one (hashes computed beforehand).
  */
 export function rawStatements(
   codes: readonly string[],
@@ -273,17 +321,13 @@ export function rawStatements(
   keys: number,
   send: (keys: readonly string[]) => Promise<number>,
 ): Load {
-  const ops = Math.floor(codes.length / keys);
-  const chunks = Array.from(
-    { length: ops },
-    (_, j) => codes.slice(j * keys, (j + 1) * keys).map(hashOf),
+  return prepared(
+    statements,
+    keys,
+    codes,
+    (chunk) => chunk.map(hashOf),
+    send,
   );
-  return {
-    loops: statements,
-    keysPerOp: keys,
-    ops,
-    op: (j) => send(chunks[j]!),
-  };
 }
 
 /**
@@ -296,15 +340,15 @@ export function deletePerCall(
   codes: readonly string[],
   callers: number,
 ): Load {
-  const hashes = codes.map(hashOf);
-  return {
-    loops: callers,
-    keysPerOp: 1,
-    ops: hashes.length,
-    op: (j) =>
-      sql`delete from ${sql(table)} where code_hash = ${hashes[j]!} returning *`
+  return prepared(
+    callers,
+    1,
+    codes,
+    ([code]) => hashOf(code!),
+    (hash) =>
+      sql`delete from ${sql(table)} where code_hash = ${hash} returning *`
         .then((rows) => rows.length),
-  };
+  );
 }
 
 // ------------------------------------------------------------------ runs --
