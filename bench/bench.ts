@@ -339,7 +339,7 @@ interface Summary {
   readonly version: string;
   readonly take64: { perSecond: number; p50: number; p99: number };
   readonly own: { perSecond: number; shapes: readonly string[] };
-  readonly shapes: Record<string, number>;
+  readonly shapes: Record<string, { perSecond: number; cpuMicros: number }>;
   readonly plain: number;
   readonly perCall: number;
   readonly cpu: { store: number; raw: number };
@@ -374,9 +374,10 @@ function summarise(version: string, rounds: readonly Round[]): Summary {
       shapes: rounds.map((r) => r.best),
     },
     shapes: Object.fromEntries(
-      SHAPES.map(([s, k]) => shapeName(s, k)).map((
-        name,
-      ) => [name, med((r) => r.shapes[name]!.perSecond)]),
+      SHAPES.map(([s, k]) => shapeName(s, k)).map((name) => [name, {
+        perSecond: med((r) => r.shapes[name]!.perSecond),
+        cpuMicros: med((r) => r.shapes[name]!.cpuMicros),
+      }]),
     ),
     plain: med((r) => r.plain.perSecond),
     perCall: med((r) => r.perCall.perSecond),
@@ -539,6 +540,12 @@ await Deno.writeTextFile(
       existing.slice(existing.indexOf(END) + END.length)
     : `# Benchmarks\n\n${START}\n\n${generated}\n${END}\n`,
 );
+// As `deno fmt` lays it out, so that the checked-in page stays formatted.
+await new Deno.Command(Deno.execPath(), {
+  args: ["fmt", "--quiet", page],
+  stdout: "null",
+  stderr: "null",
+}).output().catch(() => {});
 console.log(generated);
 
 // --------------------------------------------------------------- report --
@@ -645,12 +652,20 @@ function report(r: Results): string {
       (x) => ratio(x.ratios.lone),
     ),
     "",
-    "The raw driver's own-statement shapes, keys/s (medians):",
+    "The raw driver sending the store's statement, by shape (medians; the",
+    "CPU per key falls with the statements per key):",
     "",
     row(["statements in flight × keys each", a.version, b.version]),
     row(["---", "---", "---"]),
     ...Object.keys(a.shapes).map((shape) =>
-      row([shape, n(a.shapes[shape]!), n(b.shapes[shape]!)])
+      row([
+        shape,
+        ...[a, b].map((x) =>
+          `${n(x.shapes[shape]!.perSecond)} keys/s, ${
+            us(x.shapes[shape]!.cpuMicros)
+          } CPU per key`
+        ),
+      ])
     ),
     "",
     "Each round's ratios (throughput, CPU, lone p50): " +

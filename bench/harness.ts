@@ -451,48 +451,62 @@ export async function timed(
     for (const timer of timers) clearTimeout(timer);
   }
   latencies.sort((a, b) => a - b);
-  const seconds = (ended - started) / 1000;
   const cpu = used.user + used.system;
   return {
-    run: {
+    run: runOf({
       keys,
-      seconds,
-      perSecond: keys / seconds,
-      cpuMicros: cpu / keys,
-      p50: percentile(latencies, 0.5),
-      p99: percentile(latencies, 0.99),
+      seconds: (ended - started) / 1000,
+      cpu,
+      latencies,
       exhausted,
       sent,
       found,
       next,
-    },
+    }),
     latencies,
     cpu,
   };
 }
 
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.floor(sorted.length * p)] ?? NaN;
-}
-
-/** The runs of one workload, slice after slice, as one run. */
-export function merged(slices: readonly Timed[]): Run {
-  const latencies = slices.flatMap((s) => s.latencies).sort((a, b) => a - b);
-  const keys = slices.reduce((a, s) => a + s.run.keys, 0);
-  const seconds = slices.reduce((a, s) => a + s.run.seconds, 0);
-  const cpu = slices.reduce((a, s) => a + s.cpu, 0);
+/** A run's figures from its counts, CPU and sorted latencies. */
+function runOf(
+  counts:
+    & Pick<Run, "keys" | "seconds" | "exhausted" | "sent" | "found" | "next">
+    & {
+      readonly cpu: number;
+      readonly latencies: readonly number[];
+    },
+): Run {
+  const { keys, seconds, cpu, latencies, exhausted, sent, found, next } =
+    counts;
+  const at = (p: number) => latencies[Math.floor(latencies.length * p)] ?? NaN;
   return {
     keys,
     seconds,
     perSecond: keys / seconds,
     cpuMicros: cpu / keys,
-    p50: percentile(latencies, 0.5),
-    p99: percentile(latencies, 0.99),
-    exhausted: slices.some((s) => s.run.exhausted),
-    sent: slices.reduce((a, s) => a + s.run.sent, 0),
-    found: slices.reduce((a, s) => a + s.run.found, 0),
-    next: slices.at(-1)?.run.next ?? 0,
+    p50: at(0.5),
+    p99: at(0.99),
+    exhausted,
+    sent,
+    found,
+    next,
   };
+}
+
+/** The runs of one workload, slice after slice, as one run. */
+export function merged(slices: readonly Timed[]): Run {
+  const sum = (f: (s: Timed) => number) => slices.reduce((a, s) => a + f(s), 0);
+  return runOf({
+    keys: sum((s) => s.run.keys),
+    seconds: sum((s) => s.run.seconds),
+    cpu: sum((s) => s.cpu),
+    latencies: slices.flatMap((s) => s.latencies).sort((a, b) => a - b),
+    exhausted: slices.some((s) => s.run.exhausted),
+    sent: sum((s) => s.run.sent),
+    found: sum((s) => s.run.found),
+    next: slices.at(-1)?.run.next ?? 0,
+  });
 }
 
 /** Checks that the store hashes as {@linkcode hashOf} does. */

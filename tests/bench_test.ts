@@ -64,7 +64,7 @@ Deno.test({
         ]);
       }
       const page = await Deno.readTextFile(`${out}/README.md`);
-      assertMatch(page, /store ÷ raw own statement \| ≥ 0\.8×/);
+      assertMatch(page, /store ÷ raw own statement\s*\|\s*≥ 0\.8×/);
     } finally {
       await Deno.remove(out, { recursive: true });
     }
