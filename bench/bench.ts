@@ -7,25 +7,27 @@
  * ```sh
  * DATABASE_URL=postgres://postgres@127.0.0.1:5432/test deno task bench
  * deno task bench --quick          # one short round, for a smoke run
- * deno task bench --rounds 5 --seconds 5 --out /tmp
+ * deno task bench --rounds 5 --seconds 2 --out /tmp
  * ```
  *
- * Per major, per round, each on a fresh pool of {@linkcode POOL}
- * connections and a freshly filled table (vacuumed, checkpointed), each
- * run a warm-up then a fixed window counting what completes in it:
+ * Per major and round, three sets of workloads, each workload on a pool of
+ * {@linkcode POOL} connections of its own with codes of its own (one fill
+ * per set: tables truncated, filled, vacuumed, checkpointed), counting what
+ * completes in fixed windows after a warm-up:
  *
- * - the store (its defaults) `take` at 64 concurrent callers;
- * - the raw driver sending the store's own take statement (its text read
- *   from what the store sends, see `takeStatement`), 64 keys in flight in
- *   four shapes, statements in flight × keys each: 1×64, 2×32, 4×16, 8×8;
- * - a plain `DELETE ... RETURNING *` in the best of those shapes, and one
- *   `DELETE ... RETURNING *` per call at 64 calls;
- * - a lone `take` and the store's statement with one key through the raw
- *   driver, one at a time.
+ * 1. the raw driver sending the store's own take statement (its text read
+ *    from what the store sends, see `takeStatement`), 64 keys in flight in
+ *    four shapes, statements in flight × keys each: 1×64, 2×32, 4×16, 8×8;
+ * 2. the store (its defaults) `take` at 64 concurrent callers, the best of
+ *    those shapes again, a plain `DELETE ... RETURNING *` in that shape, and
+ *    one `DELETE ... RETURNING *` per call at 64 calls;
+ * 3. a lone `take`, and the store's statement with one key through the raw
+ *    driver, one at a time.
  *
- * Every store figure is measured next to its raw reference, the order of
- * the pair and of the majors alternating from round to round; each ratio is
- * taken within a round and the median of the rounds reported.
+ * The workloads of a set run in turns, slice by slice (1 s each, the order
+ * alternating), so that each store figure and its raw reference see the
+ * same host; each ratio is taken within a round, and the median of the
+ * rounds reported. The order of the majors alternates from round to round.
  *
  * @module
  */
