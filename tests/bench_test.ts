@@ -1,0 +1,72 @@
+/**
+ * `deno task bench --quick`: the benchmark runs end to end on both
+ * postgres.js majors and reports the three ratios of #26. A smoke test: it
+ * asserts what was measured, never a speed.
+ *
+ * @module
+ */
+
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import config from "../deno.json" with { type: "json" };
+import { databaseUrl } from "./support/database.ts";
+
+const version = (spec: string) => spec.slice(spec.lastIndexOf("@") + 1);
+
+Deno.test({
+  name:
+    "`deno task bench --quick` measures the store and the raw driver on postgres.js 3.4 and 4.x and writes the three ratios",
+  // The bench imports both majors itself: the suite's 3.4 pass would only
+  // run it again.
+  ignore: Deno.env.get("POSTGRES_MAJOR") === "3",
+  async fn() {
+    const out = await Deno.makeTempDir({ prefix: "attesto-bench-" });
+    try {
+      const { success, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../bench/bench.ts", import.meta.url).pathname,
+          "--quick",
+          "--out",
+          out,
+        ],
+        env: { DATABASE_URL: databaseUrl() },
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert(success, new TextDecoder().decode(stderr));
+      const results = JSON.parse(
+        await Deno.readTextFile(`${out}/results.json`),
+      );
+      assertEquals(
+        results.majors.map((m: { summary: { version: string } }) =>
+          m.summary.version
+        ),
+        [version(config.imports.postgres3), version(config.imports.postgres)],
+      );
+      assertMatch(results.takeStatement, /^\s*with spent as \(\s*delete from/i);
+      for (const { summary, rounds } of results.majors) {
+        assertEquals(rounds.length, 1);
+        for (const ratio of ["throughput", "cpu", "lone"]) {
+          const r = summary.ratios[ratio];
+          assert(
+            r.ratio > 0 && Number.isFinite(r.ratio),
+            `${ratio}: ${r.ratio}`,
+          );
+          assertEquals(typeof r.met, "boolean");
+        }
+        assertEquals(Object.keys(summary.shapes), [
+          "1×64",
+          "2×32",
+          "4×16",
+          "8×8",
+        ]);
+      }
+      const page = await Deno.readTextFile(`${out}/README.md`);
+      assertMatch(page, /store ÷ raw own statement\s*\|\s*≥ 0\.8×/);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});
