@@ -43,7 +43,10 @@ Deno.test({
         results.majors.map((m: { summary: { version: string } }) =>
           m.summary.version
         ),
-        [version(config.imports.postgres3), version(config.imports.postgres)],
+        [
+          version(config.scopes["./"].postgres3),
+          version(config.imports.postgres),
+        ],
       );
       assertMatch(results.takeStatement, /^\s*with spent as \(\s*delete from/i);
       for (const { summary, rounds } of results.majors) {

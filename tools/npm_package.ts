@@ -123,7 +123,7 @@ export async function buildNpmPackage(out: string): Promise<string> {
     name: string;
     version: string;
     exports: Record<string, string>;
-    imports: Record<string, string>;
+    scopes: Record<string, Record<string, string>>;
   };
 
   // The package itself.
@@ -139,7 +139,9 @@ export async function buildNpmPackage(out: string): Promise<string> {
       ROOT,
       "node_modules",
       ".deno",
-      `postgres@${config.imports.postgres3!.replace(/^npm:postgres@/, "")}`,
+      `postgres@${
+        config.scopes["./"]!.postgres3!.replace(/^npm:postgres@/, "")
+      }`,
       "node_modules",
       "postgres",
     )
