@@ -183,14 +183,23 @@ export function grantIdentifier(value: unknown, field: string): string {
  */
 export function absoluteUri(value: unknown, field: string): string {
   const uri = text(value, field);
+  if (validUris.has(uri)) return uri;
   if (!URL.canParse(uri) || uri.includes("#")) {
     throw new InvalidRecordError(
       field,
       "must be an absolute URI without a fragment",
     );
   }
+  if (validUris.size >= 1024) validUris.clear();
+  validUris.add(uri);
   return uri;
 }
+
+/**
+ * URIs seen valid lately: a client's redirect URI comes back with each of
+ * its codes, and parsing it is most of what checking it costs.
+ */
+const validUris = new Set<string>();
 
 /**
  * A copy of an ordinary array of at most `max` items, each validated by
@@ -217,7 +226,8 @@ export function array<T>(
       "must be an ordinary array (no holes, no extra properties)",
     );
   }
-  const copy: T[] = new Array(value.length);
+  // A parsed array is the caller's own: checked in place, not copied.
+  const copy: T[] = parsed ? value : new Array(value.length);
   for (let i = 0; i < value.length; i++) {
     copy[i] = item(value[i], itemField(field, i));
   }

@@ -27,12 +27,24 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
  *
  * @throws {InvalidRecordError} On the first rule broken, naming `field`.
  */
-export function jsonObject(value: unknown, field: string): JsonObject {
+export function jsonObject(
+  value: unknown,
+  field: string,
+  parsed = false,
+): JsonObject {
   if (!isPlainObject(value)) {
     throw new InvalidRecordError(field, "must be a JSON object");
   }
-  // The usual claims and context: nothing to walk.
-  if (
+  // The usual claims and context: nothing to walk. An object `JSON.parse`
+  // made has only enumerable string keys, and is the caller's own.
+  if (parsed) {
+    let empty = true;
+    for (const _ in value) {
+      empty = false;
+      break;
+    }
+    if (empty) return value as JsonObject;
+  } else if (
     Object.getOwnPropertyNames(value).length === 0 &&
     Object.getOwnPropertySymbols(value).length === 0
   ) return {};

@@ -27,9 +27,30 @@ export function unrefTimer(timer: Timer): Timer {
   return timer;
 }
 
+/**
+ * Lets `timer` keep the process alive again (undoes {@linkcode unrefTimer}).
+ *
+ * @param timer A timer from `setTimeout`.
+ * @returns The same timer.
+ */
+export function refTimer(timer: Timer): Timer {
+  if (typeof timer === "number") {
+    const deno = (globalThis as {
+      Deno?: { refTimer?: (id: number) => void };
+    }).Deno;
+    deno?.refTimer?.(timer);
+  } else {
+    (timer as { ref?: () => unknown }).ref?.();
+  }
+  return timer;
+}
+
 interface ToBase64 {
   toBase64?: (options: { alphabet: string; omitPadding: boolean }) => string;
 }
+
+/** `toBase64`'s options, made once. */
+const BASE64URL = { alphabet: "base64url", omitPadding: true };
 
 /**
  * Base64url without padding (RFC 4648 §5): `Uint8Array.prototype.toBase64`
@@ -40,10 +61,7 @@ interface ToBase64 {
  */
 export function base64url(bytes: Uint8Array): string {
   if (typeof (bytes as ToBase64).toBase64 === "function") {
-    return (bytes as ToBase64).toBase64!({
-      alphabet: "base64url",
-      omitPadding: true,
-    });
+    return (bytes as ToBase64).toBase64!(BASE64URL);
   }
   let binary = "";
   for (let i = 0; i < bytes.length; i++) {

@@ -25,6 +25,8 @@
  * @module
  */
 
+import { refTimer, unrefTimer } from "./_platform.ts";
+
 /** What one call in a batch gets: its value, or its own error. */
 export type Outcome<O> = { readonly value: O } | { readonly error: unknown };
 
@@ -162,6 +164,8 @@ class DeadlineQueue<I, O> {
   #calls: Call<I, O>[] = [];
   #head = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the timer keeps the process alive (it does while calls wait). */
+  #held = false;
   readonly #timeout: number;
   readonly #expire: (call: Call<I, O>) => void;
 
@@ -177,10 +181,19 @@ class DeadlineQueue<I, O> {
   /** Adds a call; its deadline is the latest so far. */
   add(call: Call<I, O>): void {
     this.#calls.push(call);
-    this.#arm();
+    if (this.#timer === undefined) this.#arm();
+    else if (!this.#held) {
+      refTimer(this.#timer);
+      this.#held = true;
+    }
   }
 
-  /** Drops settled calls from the front; no timer when none is left. */
+  /**
+   * Drops settled calls from the front. When none is left, the timer stays
+   * (a call that comes next needs no new one: setting and clearing a timer
+   * per call costs more than the call's own work) but no longer keeps the
+   * process alive; it fires once for nothing.
+   */
   trim(): void {
     const calls = this.#calls;
     while (
@@ -189,11 +202,12 @@ class DeadlineQueue<I, O> {
       this.#head++;
     }
     if (this.#head === calls.length) {
-      // Nothing left to time out: no timer keeps the process alive.
       this.#calls = [];
       this.#head = 0;
-      if (this.#timer !== undefined) clearTimeout(this.#timer);
-      this.#timer = undefined;
+      if (this.#held) {
+        unrefTimer(this.#timer!);
+        this.#held = false;
+      }
     } else if (this.#head > 1024 && this.#head * 2 > calls.length) {
       this.#calls = calls.slice(this.#head);
       this.#head = 0;
@@ -202,6 +216,7 @@ class DeadlineQueue<I, O> {
 
   #fire = () => {
     this.#timer = undefined;
+    this.#held = false;
     const now = performance.now();
     // `trim` may replace the array as calls expire: read it each time.
     while (
@@ -220,6 +235,7 @@ class DeadlineQueue<I, O> {
     ) {
       const wait = this.#calls[this.#head]!.deadline - performance.now();
       this.#timer = setTimeout(this.#fire, Math.max(0, Math.ceil(wait)));
+      this.#held = true;
     }
   }
 }
@@ -313,6 +329,9 @@ export function coalescer<I, O>(
   const { maxBatch, slots, timeout, expired, failed, quiet } = limits;
   let pending: Call<I, O>[] = [];
   let scheduled = false;
+  // The time of this tick's calls, read once for all of them (the flush of
+  // the tick resets it).
+  let now = -1;
   let resume: ReturnType<typeof setTimeout> | undefined;
 
   /** Marks `call` settled; `timedOut` when its time ran out. */
@@ -340,6 +359,7 @@ export function coalescer<I, O>(
 
   const flush = () => {
     scheduled = false;
+    now = -1;
     const wait = (quiet?.until ?? 0) - performance.now();
     if (wait > 0 && pending.length > 0) {
       resume ??= setTimeout(() => {
@@ -429,9 +449,10 @@ export function coalescer<I, O>(
 
   return (input) =>
     new Promise<O>((resolve, reject) => {
+      if (now < 0) now = performance.now();
       const call: Call<I, O> = {
         input,
-        deadline: performance.now() + timeout,
+        deadline: now + timeout,
         resolve,
         reject,
         state: "queued",

@@ -392,10 +392,10 @@ function grantFields(
     codeChallengeMethod: method,
     nonce: optional(d.nonce, null, nonce),
     dpopJkt: optional(d.dpopJkt, null, dpopJkt),
-    claims: optional(d.claims, {}, claims),
+    claims: optional(d.claims, {}, parsed ? parsedClaims : claims),
     resource: optional(d.resource, [], parsed ? parsedResources : resources),
     grantId: optional(d.grantId, null, grantId),
-    context: optional(d.context, {}, context),
+    context: optional(d.context, {}, parsed ? parsedContext : context),
   };
 }
 
@@ -406,6 +406,8 @@ const nonce = (v: unknown) => text(v, "data.nonce");
 const dpopJkt = (v: unknown) => sha256Base64url(v, "data.dpopJkt");
 const claims = (v: unknown) => jsonObject(v, "data.claims");
 const context = (v: unknown) => jsonObject(v, "data.context");
+const parsedClaims = (v: unknown) => jsonObject(v, "data.claims", true);
+const parsedContext = (v: unknown) => jsonObject(v, "data.context", true);
 const grantId = (v: unknown) => grantIdentifier(v, "data.grantId");
 const resources = (v: unknown) =>
   array(v, "data.resource", LIMITS.resource, absoluteUri);

@@ -25,6 +25,7 @@ import {
 } from "./cancel_request.ts";
 import type { Driver, Failure, Rows, Statement } from "./driver.ts";
 import { abortable, connectionFailure, Stopped } from "./failure.ts";
+import { setImmediate } from "node:timers";
 import { unrefTimer } from "../_platform.ts";
 
 /** The parts of a 4.x query the driver uses. */
@@ -136,19 +137,22 @@ function driver4(sql: Pool4): Driver {
   };
 
   /**
-   * Reserved connections whose statement ended well, kept until the next
-   * macrotask: a statement sent in the meantime (the next batch of a busy
-   * store, the next take of a caller in a loop) reuses one instead of
-   * reserving again. Then they go back to the pool.
+   * Reserved connections whose statement ended well, kept until the event
+   * loop's next turn (`setImmediate`): a statement sent in the meantime (the
+   * next batch of a busy store, the next take of a caller in a loop) reuses
+   * one instead of reserving again. Then they go back to the pool.
    */
   const idle: Reserved4[] = [];
-  let releasing: ReturnType<typeof setTimeout> | undefined;
+  let releasing = false;
   const keep = (reserved: Reserved4) => {
     idle.push(reserved);
-    releasing ??= setTimeout(() => {
-      releasing = undefined;
+    if (releasing) return;
+    releasing = true;
+    // Not setTimeout(0): at least a millisecond, and an event-loop wakeup.
+    setImmediate(() => {
+      releasing = false;
       for (const each of idle.splice(0)) each.release();
-    }, 0);
+    });
   };
 
   /** Runs `statement` on `reserved`, then keeps or releases it. */
