@@ -36,6 +36,33 @@ async function dropTables(pool: postgres4.Sql, table: string) {
   await pool.unsafe(`drop table if exists ${table}, ${table}_spent`);
 }
 
+/**
+ * Asserts that `createCodeStore`, `migrate` and `purgeExpired` each refuse
+ * `pool` with a `TypeError` whose message says each of `words`.
+ */
+async function refusedEverywhere(
+  pool: PostgresPool,
+  words: readonly string[],
+  what: string,
+) {
+  for (
+    const handOver of [
+      () => createCodeStore(pool),
+      () => migrate(pool),
+      () => purgeExpired(pool),
+    ]
+  ) {
+    let error: unknown;
+    try {
+      await handOver();
+    } catch (e) {
+      error = e;
+    }
+    assertInstanceOf(error, TypeError, what);
+    for (const word of words) assertStringIncludes(error.message, word, what);
+  }
+}
+
 Deno.test("a postgres.js 3.4.10 pool and a 4.2.0 pool run every public function side by side", async () => {
   // What a user program writes, typed by each major's own `Sql`.
   const three: postgres3.Sql = postgres3(databaseUrl(), {
@@ -118,24 +145,7 @@ Deno.test("`createCodeStore`, `migrate` and `purgeExpired` refuse what is not a 
       ["null", null],
     ];
     for (const [what, value] of lookAlikes) {
-      const pool = value as PostgresPool;
-      for (
-        const handOver of [
-          () => createCodeStore(pool),
-          () => migrate(pool),
-          () => purgeExpired(pool),
-        ]
-      ) {
-        let error: unknown;
-        try {
-          await handOver();
-        } catch (e) {
-          error = e;
-        }
-        assertInstanceOf(error, TypeError, what);
-        assertStringIncludes(error.message, "3.4", what);
-        assertStringIncludes(error.message, "4.", what);
-      }
+      await refusedEverywhere(value as PostgresPool, ["3.4", "4."], what);
     }
     // A function that is not a pool: migrate and purgeExpired refuse it;
     // to createCodeStore it is a repository function, which fails closed
@@ -165,23 +175,7 @@ Deno.test("postgres.js 3.4: a connection parameter it would send to the server a
       // with 42704 ("unrecognized configuration parameter").
       const raw = await pool`select 1`.catch((error) => error.code);
       assertEquals(raw, "42704", parameter);
-      for (
-        const handOver of [
-          () => createCodeStore(pool),
-          () => migrate(pool),
-          () => purgeExpired(pool),
-        ]
-      ) {
-        let error: unknown;
-        try {
-          await handOver();
-        } catch (e) {
-          error = e;
-        }
-        assertInstanceOf(error, TypeError);
-        assertStringIncludes(error.message, parameter);
-        assertStringIncludes(error.message, advice);
-      }
+      await refusedEverywhere(pool, [parameter, advice], parameter);
     } finally {
       await pool.end({ timeout: 5 });
     }

@@ -14,7 +14,7 @@ import {
   assertFalse,
   assertInstanceOf,
 } from "@std/assert";
-import postgres from "../tools/postgres.ts";
+import postgres, { type Sql } from "../tools/postgres.ts";
 import {
   CodeStoreError,
   createCodeStore,
@@ -122,6 +122,34 @@ function secretsOf(t: TestDatabase): string[] {
   return [t.table, t.schema, "codes_spent"];
 }
 
+/**
+ * Asserts that every store operation, `migrate` and `purgeExpired` on
+ * `pool` reject with a clean `DatabaseUnavailableError` for `reason`, the
+ * operations having sent nothing.
+ */
+async function unavailableEverywhere(
+  t: TestDatabase,
+  pool: Sql,
+  reason: string,
+) {
+  const store = createCodeStore(pool, { table: t.table });
+  for (const [name, error, secrets] of await everyOperation(store)) {
+    assertClean(error, [...secrets, ...secretsOf(t)], name);
+    assertInstanceOf(error, DatabaseUnavailableError, name);
+    assertEquals([error.reason, error.sent], [reason, false], name);
+  }
+  for (
+    const [name, call] of [
+      ["migrate", () => migrate(pool, { table: t.table })],
+      ["purgeExpired", () => purgeExpired(pool, { table: t.table })],
+    ] as const
+  ) {
+    const error = await call().catch((e) => e);
+    assertClean(error, secretsOf(t), name);
+    assertEquals(error.reason, reason, name);
+  }
+}
+
 Deno.test("errors from a pool pointing at a closed port are the store's DatabaseUnavailableError, with nothing of the statement", async () => {
   await using t = await testDatabase();
   const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -132,22 +160,7 @@ Deno.test("errors from a pool pointing at a closed port are the store's Database
     RESILIENT,
   );
   try {
-    const store = createCodeStore(pool, { table: t.table });
-    for (const [name, error, secrets] of await everyOperation(store)) {
-      assertClean(error, [...secrets, ...secretsOf(t)], name);
-      assertInstanceOf(error, DatabaseUnavailableError, name);
-      assertEquals([error.reason, error.sent], ["ECONNREFUSED", false], name);
-    }
-    for (
-      const [name, call] of [
-        ["migrate", () => migrate(pool, { table: t.table })],
-        ["purgeExpired", () => purgeExpired(pool, { table: t.table })],
-      ] as const
-    ) {
-      const error = await call().catch((e) => e);
-      assertClean(error, secretsOf(t), name);
-      assertEquals(error.reason, "ECONNREFUSED", name);
-    }
+    await unavailableEverywhere(t, pool, "ECONNREFUSED");
   } finally {
     await pool.end({ timeout: 1 });
   }
@@ -159,21 +172,7 @@ Deno.test("errors from an ended pool are the store's DatabaseUnavailableError, w
   const store = createCodeStore(pool, { table: t.table });
   assertEquals(await store.take(randomCode()), null); // it worked
   await pool.end({ timeout: 5 });
-  for (const [name, error, secrets] of await everyOperation(store)) {
-    assertClean(error, [...secrets, ...secretsOf(t)], name);
-    assertInstanceOf(error, DatabaseUnavailableError, name);
-    assertEquals([error.reason, error.sent], ["CONNECTION_ENDED", false], name);
-  }
-  for (
-    const [name, call] of [
-      ["migrate", () => migrate(pool, { table: t.table })],
-      ["purgeExpired", () => purgeExpired(pool, { table: t.table })],
-    ] as const
-  ) {
-    const error = await call().catch((e) => e);
-    assertClean(error, secretsOf(t), name);
-    assertEquals(error.reason, "CONNECTION_ENDED", name);
-  }
+  await unavailableEverywhere(t, pool, "CONNECTION_ENDED");
 });
 
 Deno.test("errors from a pool that loses the server mid-statement are the store's, with nothing of the statement: sent, or without effect", async () => {

@@ -65,13 +65,13 @@ export interface Driver {
    * Sends `statement` as the only statement on its connection: nothing is
    * written behind it while it runs, so stopping it touches nothing else.
    *
-   * When `signal` aborts, a statement not yet written is never written (or,
+   * When `signal` aborts, the promise rejects at once with an error whose
+   * {@linkcode Driver.failure} is `"stopped"`, and the statement is
+   * stopped in its own time: one not yet written is never written (or,
    * where the driver cannot take it back, written with the payload it has
    * then); one the server runs is cancelled on the server, and its
    * connection is given no other statement before the cancel has reached
-   * the server (a late cancel would stop that statement instead). The
-   * promise then settles as the statement did, or rejects with an error
-   * whose {@linkcode Driver.failure} is `"stopped"`.
+   * the server (a late cancel would stop that statement instead).
    *
    * @returns Its rows.
    */
