@@ -373,7 +373,7 @@ for (const late of [false, true]) {
       const store = createCodeStore(pool, { table: t.table, timeoutMs: 3000 });
       const direct = createCodeStore(t.sql, { table: t.table });
       // The connection has run the store's take before, so the store knows
-      // it (see `sendAlone` in src/_driver.ts).
+      // it (on 3.4, see `stopStatement` in src/driver/postgres3.ts).
       for (let i = 0; i < 2; i++) {
         assert(await store.take(await issue(direct)));
       }

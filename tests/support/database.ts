@@ -130,7 +130,7 @@ export function grant(
 
 /**
  * Runs a statement that fails after sending rows, on the pool's only
- * connection: postgres.js 3.4.9 then leaves holes at the start of the next
+ * connection: postgres.js 3.4 then leaves holes at the start of the next
  * result on it (porsager/postgres #1119, #1181).
  */
 export async function failMidResult(sql: Sql): Promise<void> {

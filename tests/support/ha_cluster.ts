@@ -73,7 +73,7 @@ export class HaCluster implements AsyncDisposable {
   readonly nodes: readonly [HaNode, HaNode];
   /**
    * The URL clients use: both nodes, and `target_session_attrs=primary` (not
-   * `read-write`: postgres.js 3.4.9 takes a hot standby for read-write).
+   * `read-write`: postgres.js takes a hot standby for read-write).
    */
   readonly url: string;
 

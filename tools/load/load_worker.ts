@@ -131,7 +131,7 @@ async function take(plan: WorkerPlan, codes: readonly number[]) {
 /**
  * How many distinct backends run `connections` concurrent 0.2 s queries: as
  * many as the pool has connections, unless it lost some. A round in which a
- * query fails is run again (up to 3 times): postgres.js 3.4.9 rejects the
+ * query fails is run again (up to 3 times): postgres.js 3.4 rejects the
  * first query after a reconnect with the error its previous server sent
  * (porsager/postgres #1223), without losing the connection.
  */
