@@ -27,9 +27,12 @@ import { authorizationServer } from "./authorization_server.ts";
 
 const options = {
   max: 4, // a few connections per isolate; isolates are many and short-lived
-  idle_timeout: 20, // seconds: let an idle isolate give its connections back
+  // Seconds: an idle isolate gives its connections back, before a server or
+  // proxy drops them itself (a dropped one fails the first take sent on it):
+  // keep it under your provider's idle timeout.
+  idle_timeout: 10,
   connect_timeout: 5, // seconds: fail fast when the database is unreachable
-  fetch_types: false, // porsager/postgres #1192, #1205, #1223
+  fetch_types: false, // nothing to fetch: on 3.4, porsager/postgres #1192
   backoff: false, // while the database is down, fail calls instead of queueing
 };
 let sql: postgres.Sql | undefined;
