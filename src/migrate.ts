@@ -5,10 +5,8 @@
  * @module
  */
 
-import { databaseError } from "./_database_error.ts";
-import { deadline } from "./_deadline.ts";
+import { withDeadline } from "./_deadline.ts";
 import { type Driver, driverOf } from "./driver/driver.ts";
-import { OperationTimeoutError } from "./errors.ts";
 import { hashCode } from "./hash_code.ts";
 import type { PostgresPool } from "./pool.ts";
 import { CODE_TABLE, type Column, names, SPENT_TABLE } from "./_columns.ts";
@@ -209,14 +207,9 @@ export async function migrate(
   const table = parseTableName(o.table);
   const limit = timeoutMs(o.timeoutMs, DEFAULT_MIGRATE_TIMEOUT_MS);
   const started = performance.now();
-  using time = deadline(limit);
-  // Whether a statement was written: if none was, migrate had no effect.
-  let sent = false;
-  try {
-    if (await isCurrent(driver, table, time.signal, () => sent = true)) {
-      return;
-    }
-    sent = true; // the transaction may be written, whatever follows
+  await withDeadline(driver, "migrate", limit, async (signal, written) => {
+    if (await isCurrent(driver, table, signal, written)) return;
+    written(); // the transaction may be written, whatever follows
     const left = Math.max(1, limit - (performance.now() - started));
     // The transaction is not one statement to cancel: its own
     // statement_timeout and lock_timeout end it on the server, and the
@@ -233,11 +226,6 @@ export async function migrate(
       "select pg_advisory_xact_lock(hashtext('@attesto/code-store migrate'))",
       // DDL takes no parameters; the text holds only the validated name.
       ddl(table),
-    ], time.signal);
-  } catch (error) {
-    if (time.signal.aborted) {
-      throw new OperationTimeoutError("migrate", limit, sent);
-    }
-    throw databaseError(driver, "migrate", error, sent);
-  }
+    ], signal);
+  });
 }

@@ -5,10 +5,8 @@
  * @module
  */
 
-import { databaseError } from "./_database_error.ts";
-import { deadline } from "./_deadline.ts";
+import { withDeadline } from "./_deadline.ts";
 import { type Driver, driverOf } from "./driver/driver.ts";
-import { OperationTimeoutError } from "./errors.ts";
 import type { PostgresPool } from "./pool.ts";
 import { purgeRows } from "./statements.ts";
 import { integer, knownOptions, timeoutMs } from "./options.ts";
@@ -98,22 +96,18 @@ export async function purgeExpired(
   const table = parseTableName(o.table);
   const size = batchSize(o.batchSize);
   const limit = timeoutMs(o.timeoutMs, DEFAULT_PURGE_TIMEOUT_MS);
-  using time = deadline(limit);
-  // Whether a batch was written: if none was, the purge had no effect.
-  let sent = false;
-  const run = (name: string) =>
-    purge(driver, name, size, time.signal, () => sent = true);
-  try {
-    return {
-      codes: await run(table.qualified),
-      tombstones: await run(table.spent),
-    };
-  } catch (error) {
-    if (time.signal.aborted) {
-      throw new OperationTimeoutError("purgeExpired", limit, sent);
-    }
-    throw databaseError(driver, "purgeExpired", error, sent);
-  }
+  return await withDeadline(
+    driver,
+    "purgeExpired",
+    limit,
+    async (signal, written) => {
+      const run = (name: string) => purge(driver, name, size, signal, written);
+      return {
+        codes: await run(table.qualified),
+        tombstones: await run(table.spent),
+      };
+    },
+  );
 }
 
 /**
