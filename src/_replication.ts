@@ -60,25 +60,20 @@ export async function replicationReport(
     text: `select current_setting('synchronous_standby_names'),
       current_setting('synchronous_commit')`,
   });
-  const rows = (await driver.send({
+  const standbys: Standby[] = (await driver.send({
     text: `select application_name::text, state::text, sync_state::text
       from pg_stat_replication order by application_name`,
-  })).map(([name, state, sync_state]) => ({
+  })).map(([name, state, syncState]) => ({
     name: name ?? "",
     state: state ?? null,
-    sync_state: sync_state ?? null,
+    syncState: syncState ?? null,
   }));
-  if (rows.some((row) => row.sync_state === null)) {
+  if (standbys.some((standby) => standby.syncState === null)) {
     throw new Error(
       "this role cannot see the standbys' state in pg_stat_replication: " +
         "grant it pg_monitor (or pg_read_all_stats)",
     );
   }
-  const standbys = rows.map((row) => ({
-    name: row.name,
-    state: row.state,
-    syncState: row.sync_state,
-  }));
   const trimmed = (names ?? "").trim();
   const synchronous = standbys.filter((s) =>
     s.syncState === "sync" || s.syncState === "quorum"
