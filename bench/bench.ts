@@ -19,8 +19,10 @@
  *    from what the store sends, see `takeStatement`), 64 keys in flight in
  *    four shapes, statements in flight × keys each: 1×64, 2×32, 4×16, 8×8;
  * 2. the store (its defaults) `take` at 64 concurrent callers, the best of
- *    those shapes again, a plain `DELETE ... RETURNING *` in that shape, and
- *    one `DELETE ... RETURNING *` per call at 64 calls;
+ *    those shapes again, the floor under the store on this hash (64
+ *    callers, each code hashed through `@std/crypto`, batched bare over the
+ *    raw driver: `hashedBatches`), a plain `DELETE ... RETURNING *` in the
+ *    best shape, and one `DELETE ... RETURNING *` per call at 64 calls;
  * 3. a lone `take`, and the store's statement with one key through the raw
  *    driver, one at a time.
  *
@@ -42,6 +44,7 @@ import {
   createTable,
   deletePerCall,
   fill,
+  hashedBatches,
   type Load,
   type Major,
   MAJORS,
@@ -98,7 +101,7 @@ const TARGETS = {
 
 // ------------------------------------------------------------ measuring --
 
-type Kind = "store" | "own" | "plain" | "per call" | "lone";
+type Kind = "store" | "floor" | "own" | "plain" | "per call" | "lone";
 
 /**
  * Keys per second guessed for a workload's first fill; afterwards the
@@ -107,6 +110,7 @@ type Kind = "store" | "own" | "plain" | "per call" | "lone";
  */
 const GUESS: Record<Kind, number> = {
   store: 25_000,
+  floor: 25_000,
   own: 35_000,
   plain: 50_000,
   "per call": 10_000,
@@ -229,6 +233,8 @@ interface Round {
   readonly store: Run;
   /** The store's statement in the best shape, in turns with `store`. */
   readonly own: Run;
+  /** The floor: 64 callers hashed and batched bare (`hashedBatches`). */
+  readonly floor: Run;
   /** A plain `DELETE ... RETURNING *`, in the best shape. */
   readonly plain: Run;
   /** One `DELETE ... RETURNING *` per call, 64 calls. */
@@ -285,13 +291,18 @@ async function round(
       b[1].perSecond > a[1].perSecond ? b : a
     )[0];
   const shape = best.split("×").map(Number) as [number, number];
-  const [store, ownBest, plain, perCall] = await inTurns(ctx, m, [
+  const [store, ownBest, floor, plain, perCall] = await inTurns(ctx, m, [
     {
       kind: "store",
       label: "take, 64 callers",
       make: (sql, codes) => storeTakes(sql, table, codes, CALLERS),
     },
     inShape("own", own, shape, statement.text),
+    {
+      kind: "floor",
+      label: "the floor: 64 callers hashed, batched bare, raw",
+      make: (sql, codes) => hashedBatches(sql, statement.text, codes, CALLERS),
+    },
     inShape(
       "plain",
       "raw, plain DELETE ... RETURNING",
@@ -303,7 +314,7 @@ async function round(
       label: "raw, one DELETE ... RETURNING per call, 64 calls",
       make: (sql, codes) => deletePerCall(sql, table, codes, CALLERS),
     },
-  ], reversed) as [Run, Run, Run, Run];
+  ], reversed) as [Run, Run, Run, Run, Run];
   const [loneStore, loneRaw] = await inTurns(ctx, m, [
     {
       kind: "lone",
@@ -317,6 +328,7 @@ async function round(
     best,
     store,
     own: ownBest,
+    floor,
     plain,
     perCall,
     loneStore,
@@ -344,7 +356,17 @@ interface Summary {
   readonly shapes: Record<string, { perSecond: number; cpuMicros: number }>;
   readonly plain: number;
   readonly perCall: number;
-  readonly cpu: { store: number; raw: number };
+  readonly cpu: { store: number; raw: number; floor: number };
+  /** The floor's figures, and the ratios that place the store on it. */
+  readonly floor: {
+    readonly perSecond: number;
+    /** Floor ÷ raw own statement: what the hash and the callers cost. */
+    readonly throughput: number;
+    readonly cpu: number;
+    /** Store ÷ floor: what the store adds to them. */
+    readonly storeThroughput: number;
+    readonly storeCpu: number;
+  };
   readonly lone: { storeP50: number; storeP99: number; rawP50: number };
   readonly ratios: {
     readonly throughput: Judged;
@@ -386,6 +408,14 @@ function summarise(version: string, rounds: readonly Round[]): Summary {
     cpu: {
       store: med((r) => r.store.cpuMicros),
       raw: med((r) => best(r).cpuMicros),
+      floor: med((r) => r.floor.cpuMicros),
+    },
+    floor: {
+      perSecond: med((r) => r.floor.perSecond),
+      throughput: med((r) => r.floor.perSecond / best(r).perSecond),
+      cpu: med((r) => r.floor.cpuMicros / best(r).cpuMicros),
+      storeThroughput: med((r) => r.store.perSecond / r.floor.perSecond),
+      storeCpu: med((r) => r.store.cpuMicros / r.floor.cpuMicros),
     },
     lone: {
       storeP50: med((r) => r.loneStore.p50),
@@ -557,6 +587,7 @@ function report(r: Results): string {
   const n = (x: number) => Math.round(x).toLocaleString("en");
   const ms = (x: number) => `${x.toFixed(2)} ms`;
   const us = (x: number) => `${x.toFixed(1)} µs`;
+  const times = (x: number) => `${x.toFixed(2)}×`;
   const ratio = (j: Judged) =>
     `**${j.ratio.toFixed(2)}×** ${j.met ? "met" : "missed"}`;
   const row = (cells: readonly string[]) => `| ${cells.join(" | ")} |`;
@@ -632,6 +663,7 @@ function report(r: Results): string {
       (x) => n(x.perCall),
     ),
     both("client CPU per take (store)", "", (x) => us(x.cpu.store)),
+    both("client CPU per take (the floor)", "", (x) => us(x.cpu.floor)),
     both(
       "client CPU per key (raw own statement, best shape)",
       "",
@@ -641,6 +673,21 @@ function report(r: Results): string {
       "store's CPU per take ÷ raw statement's per key",
       TARGETS.cpu.text,
       (x) => ratio(x.ratios.cpu),
+    ),
+    both(
+      "the floor: 64 callers, each code hashed through `@std/crypto`, batched bare over the raw driver, takes/s",
+      "",
+      (x) => n(x.floor.perSecond),
+    ),
+    both(
+      "floor ÷ raw own statement: throughput, CPU",
+      "",
+      (x) => `${times(x.floor.throughput)}, ${times(x.floor.cpu)}`,
+    ),
+    both(
+      "store ÷ floor: throughput, CPU",
+      "",
+      (x) => `${times(x.floor.storeThroughput)}, ${times(x.floor.storeCpu)}`,
     ),
     both("lone take p50", "", (x) => ms(x.lone.storeP50)),
     both(

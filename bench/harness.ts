@@ -334,6 +334,73 @@ export function rawStatements(
 }
 
 /**
+ * The floor under the store's `take` on this hash: `callers` concurrent
+ * callers, each code hashed by the store's `hashCode` (through
+ * `@std/crypto`) as it is called, batched by the bare minimum: the calls of
+ * a tick go out together in the store's statement through the raw driver,
+ * spread over at most `slots` statements in flight in parts of at least 32
+ * (the store's defaults), and each caller gets whether its hash came back.
+ * No deadline, no checks, no cancel: what any store that hashes each code
+ * this way and coalesces pays, and nothing more.
+ */
+export function hashedBatches(
+  sql: Sql,
+  text: string,
+  codes: readonly string[],
+  callers: number,
+  slots = POOL / 2,
+): Load {
+  interface Call {
+    readonly hash: string;
+    readonly resolve: (found: number) => void;
+    readonly reject: (error: unknown) => void;
+  }
+  let waiting: Call[] = [];
+  let scheduled = false;
+  let free = slots;
+  const schedule = () => {
+    if (scheduled) return;
+    scheduled = true;
+    queueMicrotask(flush);
+  };
+  const flush = () => {
+    scheduled = false;
+    const parts = Math.max(1, Math.min(free, Math.floor(waiting.length / 32)));
+    const size = Math.min(64, Math.ceil(waiting.length / parts));
+    while (waiting.length > 0 && free > 0) {
+      const batch = waiting.slice(0, size);
+      waiting = waiting.slice(size);
+      free--;
+      sql.unsafe(text, [sql.json(batch.map((call) => call.hash))], {
+        prepare: true,
+      }).values().then((rows) => {
+        // Each row is the entry's JSON array, its hash first.
+        const found = new Set(
+          rows.map((row) => (JSON.parse(row[0] as string) as string[])[0]),
+        );
+        for (const call of batch) call.resolve(found.has(call.hash) ? 1 : 0);
+      }, (error) => {
+        for (const call of batch) call.reject(error);
+      }).finally(() => {
+        free++;
+        if (waiting.length > 0) schedule();
+      });
+    }
+  };
+  return prepared(
+    callers,
+    1,
+    codes,
+    ([code]) => code!,
+    (code) =>
+      new Promise<number>((resolve, reject) => {
+        waiting.push({ hash: hashCode(code), resolve, reject });
+        schedule();
+      }),
+  );
+}
+
+/**
  * One `DELETE ... RETURNING *` per call, as most servers write it (a tagged
  * template), `callers` at once.
  */

@@ -59,6 +59,13 @@ Deno.test({
           );
           assertEquals(typeof r.met, "boolean");
         }
+        // The floor: the hash and the callers without the store.
+        for (
+          const ratio of ["throughput", "cpu", "storeThroughput", "storeCpu"]
+        ) {
+          const r = summary.floor[ratio];
+          assert(r > 0 && Number.isFinite(r), `floor ${ratio}: ${r}`);
+        }
         assertEquals(Object.keys(summary.shapes), [
           "1×64",
           "2×32",
@@ -68,6 +75,7 @@ Deno.test({
       }
       const page = await Deno.readTextFile(`${out}/README.md`);
       assertMatch(page, /store ÷ raw own statement\s*\|\s*≥ 0\.8×/);
+      assertMatch(page, /store ÷ floor: throughput, CPU/);
     } finally {
       await Deno.remove(out, { recursive: true });
     }
