@@ -7,9 +7,12 @@
 
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { createCodeStore, InvalidRecordError, type NewCode } from "../mod.ts";
-import { grant, randomCode, testDatabase } from "./support/database.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+import {
+  grant,
+  IN_A_MINUTE,
+  randomCode,
+  testDatabase,
+} from "./support/database.ts";
 
 async function rows(
   t: Awaited<ReturnType<typeof testDatabase>>,

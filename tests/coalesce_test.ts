@@ -22,13 +22,12 @@ import {
 } from "../src/coalesce.ts";
 import {
   grant,
+  IN_A_MINUTE,
   orHung,
   randomCode,
   statementCounter,
   testDatabase,
 } from "./support/database.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 Deno.test("a lone call is sent at once, not after a timer; calls of one tick share a batch", async () => {
   const batches: number[][] = [];

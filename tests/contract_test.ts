@@ -19,7 +19,12 @@ import {
   type NewCode,
 } from "../mod.ts";
 import { createMemoryCodeStore } from "../src/memory_store.ts";
-import { grant, randomCode, testDatabase } from "./support/database.ts";
+import {
+  grant,
+  IN_A_MINUTE,
+  randomCode,
+  testDatabase,
+} from "./support/database.ts";
 
 interface Subject extends AsyncDisposable {
   readonly store: CodeStore;
@@ -47,7 +52,6 @@ const STORES: Record<string, () => Promise<Subject>> = {
     }),
 };
 
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 const issue = (data = grant()): NewCode => ({
   code: randomCode(),
   data,

@@ -23,9 +23,12 @@ import {
   purgeExpired,
   type Repository,
 } from "../mod.ts";
-import { databaseUrl, grant, randomCode } from "./support/database.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+import {
+  databaseUrl,
+  grant,
+  IN_A_MINUTE,
+  randomCode,
+} from "./support/database.ts";
 
 /** A fresh table name in the test database (dropped by the caller). */
 function tableName(): string {

@@ -28,13 +28,13 @@ import { cli } from "./support/cli.ts";
 import {
   databaseUrl,
   grant,
+  IN_A_MINUTE,
   randomCode,
   type TestDatabase,
   testDatabase,
 } from "./support/database.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 const RESILIENT = {
   fetch_types: false,
   connect_timeout: 2,

@@ -26,6 +26,7 @@ import {
   databaseUrl,
   end,
   grant,
+  IN_A_MINUTE,
   type PoolOptions,
   randomCode,
   testDatabase,
@@ -33,7 +34,6 @@ import {
 import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 /** The pool settings the README recommends. */
 const RESILIENT: PoolOptions = {
   fetch_types: false,

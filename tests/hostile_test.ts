@@ -10,9 +10,12 @@ import {
   assertStrictEquals,
 } from "@std/assert";
 import { createCodeStore, InvalidRecordError } from "../mod.ts";
-import { grant, randomCode, testDatabase } from "./support/database.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+import {
+  grant,
+  IN_A_MINUTE,
+  randomCode,
+  testDatabase,
+} from "./support/database.ts";
 
 Deno.test("`take()` answers null to empty, short, huge, NUL, lone-surrogate, non-NFC and SQL-looking strings", async () => {
   let queries = 0;

@@ -8,9 +8,12 @@ import { assertEquals, assertThrows } from "@std/assert";
 import fc from "fast-check";
 import { createCodeStore } from "../mod.ts";
 import { parseJson } from "../src/_parse_json.ts";
-import { grant, randomCode, testDatabase } from "./support/database.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
+import {
+  grant,
+  IN_A_MINUTE,
+  randomCode,
+  testDatabase,
+} from "./support/database.ts";
 
 Deno.test("`take()` returns a claims key with an escaped quote as stored, after one with an escaped backslash", async () => {
   await using t = await testDatabase();

@@ -11,13 +11,12 @@ import {
   databaseUrl,
   end,
   grant,
+  IN_A_MINUTE,
   type PoolOptions,
   randomCode,
   testDatabase,
 } from "./support/database.ts";
 import { runLoad } from "../tools/load/load.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 /** Opens `n` independent pools with every connection already open. */
 async function nodes(n: number, max = 10, options: PoolOptions = {}) {

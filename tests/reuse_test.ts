@@ -24,12 +24,11 @@ import {
   connect,
   end,
   grant,
+  IN_A_MINUTE,
   randomCode,
   statementCounter,
   testDatabase,
 } from "./support/database.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 Deno.test("`spent()` returns the tombstone of a redeemed code: client, subject, grant id, when", async () => {
   await using t = await testDatabase();

@@ -35,12 +35,12 @@ import {
 import {
   databaseUrl,
   grant,
+  IN_A_MINUTE,
   randomCode,
   type TestDatabase,
   testDatabase,
 } from "./support/database.ts";
 
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 const RUNTIMES = [["Node", "NODE_BIN"], ["Bun", "BUN_BIN"]] as const;
 
 let built: Promise<string> | undefined;

@@ -22,10 +22,8 @@ import {
   MissingRepositoryError,
   OperationTimeoutError,
 } from "../mod.ts";
-import { grant, randomCode } from "./support/database.ts";
+import { grant, IN_A_MINUTE, randomCode } from "./support/database.ts";
 import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
-
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 /** Every string reachable from an error: message, stack, own properties. */
 function texts(error: unknown, seen = new Set<unknown>()): string[] {

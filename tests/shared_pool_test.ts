@@ -10,13 +10,13 @@ import { type CodeStore, createCodeStore, hashCode } from "../mod.ts";
 import {
   databaseUrl,
   grant,
+  IN_A_MINUTE,
   orHung,
   randomCode,
   type TestDatabase,
   testDatabase,
 } from "./support/database.ts";
 
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Stores `n` codes and holds all their rows locked, on a connection of its own. */

@@ -23,13 +23,13 @@ import {
   connect,
   end,
   grant,
+  IN_A_MINUTE,
   type PoolOptions,
   randomCode,
   statementCounter,
   type TestDatabase,
   testDatabase,
 } from "./support/database.ts";
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 
 function normalised(data: ReturnType<typeof grant>) {
   return {

@@ -23,6 +23,7 @@ import {
 import {
   databaseUrl,
   grant,
+  IN_A_MINUTE,
   orHung,
   type PoolOptions,
   randomCode,
@@ -32,7 +33,6 @@ import {
 } from "./support/database.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 
-const IN_A_MINUTE = Math.floor(Date.now() / 1000) + 60;
 const RESILIENT: PoolOptions = {
   fetch_types: false,
   connect_timeout: 5,

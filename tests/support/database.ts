@@ -196,3 +196,6 @@ export async function until(
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
+
+/** An `expiresAt` a minute after the test module was loaded (seconds). */
+export const IN_A_MINUTE: number = Math.floor(Date.now() / 1000) + 60;
