@@ -11,17 +11,9 @@ import {
   grant,
   IN_A_MINUTE,
   randomCode,
+  storedCodes,
   testDatabase,
 } from "./support/database.ts";
-
-async function rows(
-  t: Awaited<ReturnType<typeof testDatabase>>,
-): Promise<number> {
-  const [{ n }] = await t.sql<[{ n: number }]>`
-    select count(*)::int as n from ${t.sql(t.table)}
-  `;
-  return n;
-}
 
 Deno.test("`put()` refuses a code shorter than 16 characters with InvalidRecordError, before any query; 16 is accepted", async () => {
   let queries = 0;
@@ -39,7 +31,7 @@ Deno.test("`put()` refuses a code shorter than 16 characters with InvalidRecordE
     assertEquals(await store.take(code), null);
   }
   assertEquals(queries, 0, "no query for a short code, put or take");
-  assertEquals(await rows(t), 0);
+  assertEquals(await storedCodes(t), 0);
   const sixteen = randomCode().slice(0, 16);
   await store.put({ code: sixteen, data: grant(), expiresAt: IN_A_MINUTE });
   assertEquals((await store.take(sixteen))?.data.subject, "user-42");
@@ -70,7 +62,7 @@ Deno.test("`put()` refuses a grant over 64 KiB of JSON (UTF-8 bytes), alone or i
   );
   assert(batch.every((r) => r.status === "rejected"));
   assertEquals(queries, 0);
-  assertEquals(await rows(t), 0);
+  assertEquals(await storedCodes(t), 0);
 
   // The bound is on UTF-8 bytes: 30,000 "é" are 30,000 characters, 60,000
   // bytes, and pass; 33,000 are 66,000 bytes and do not.
@@ -98,7 +90,7 @@ Deno.test("`put()` refuses a grant over 64 KiB of JSON (UTF-8 bytes), alone or i
     InvalidRecordError,
     "invalid data",
   );
-  assertEquals(await rows(t), 1);
+  assertEquals(await storedCodes(t), 1);
 });
 
 Deno.test("a bad grant id is refused by `put()` and `revokeGrant()` alike, with InvalidRecordError, before any query", async () => {
@@ -143,7 +135,7 @@ Deno.test("a bad grant id is refused by `put()` and `revokeGrant()` alike, with 
     await assertRejects(() => store.revokeGrant(value as any), TypeError);
   }
   assertEquals(queries, 0, "no bad grant id reaches the database");
-  assertEquals(await rows(t), 0);
+  assertEquals(await storedCodes(t), 0);
 
   // At the bound and beyond ASCII: stored, and revoked by the same id.
   for (const grantId of ["g".repeat(1024), "grant é 🔑 ö", "a"]) {

@@ -30,7 +30,7 @@ import {
   createMcpAuthorizationCodes,
   type McpAuthorizationCodes,
 } from "../src/adapters/mcp.ts";
-import { testDatabase, until } from "./support/database.ts";
+import { storedCodes, testDatabase, until } from "./support/database.ts";
 import {
   authorize,
   bursts,
@@ -438,10 +438,7 @@ Deno.test("`createMcpAuthorizationCodes`: the code lives ttlSeconds; a resource 
     InvalidRecordError,
   );
   assertStringIncludes(refused.message, "without a fragment (RFC 8707 §2)");
-  const [{ n }] = await t.sql<[{ n: number }]>`
-    select count(*)::int as n from ${t.sql(t.table)}
-  `;
-  assertEquals(n, 0);
+  assertEquals(await storedCodes(t), 0);
 });
 
 Deno.test("`createMcpAuthorizationCodes`: onReplay gets the tombstone for a valid replay only, and its error rejects redeem", async () => {

@@ -20,7 +20,7 @@ import {
 } from "../src/adapters/oidc_provider.ts";
 import { postgresAdapter } from "../examples/oidc_postgres_adapter.ts";
 import { newVerifier, s256 } from "../examples/pkce.ts";
-import { testDatabase } from "./support/database.ts";
+import { storedCodes, testDatabase } from "./support/database.ts";
 import {
   authorize,
   oidcDatabase,
@@ -250,10 +250,7 @@ Deno.test("the adapter keeps every field of oidc-provider's code payload, and re
     assertEquals(error.message, "invalid_request");
     assertEquals(error.error, "invalid_request");
   }
-  const [{ n }] = await t.sql<[{ n: number }]>`
-    select count(*)::int as n from ${t.sql(t.table)}
-  `;
-  assertEquals(n, 0);
+  assertEquals(await storedCodes(t), 0);
 });
 
 Deno.test("the adapter takes a class or a factory for the other models, as oidc-provider does", async () => {

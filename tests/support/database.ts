@@ -199,3 +199,13 @@ export async function until(
 
 /** An `expiresAt` a minute after the test module was loaded (seconds). */
 export const IN_A_MINUTE: number = Math.floor(Date.now() / 1000) + 60;
+
+/** How many codes `t`'s table holds now. */
+export async function storedCodes(
+  t: { readonly sql: Sql; readonly table: string },
+): Promise<number> {
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from ${t.sql(t.table)}
+  `;
+  return n;
+}
