@@ -29,6 +29,7 @@ import {
   databaseUrl,
   grant,
   IN_A_MINUTE,
+  isStored,
   randomCode,
   type TestDatabase,
   testDatabase,
@@ -214,11 +215,7 @@ Deno.test("errors from a pool that loses the server mid-statement are the store'
       if (!error.sent) {
         // Not sent (postgres.js 3.4 writes a statement's parameters only
         // once the server has described it): it had no effect.
-        const [{ stored }] = await t.sql<[{ stored: boolean }]>`
-          select exists (
-            select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
-          ) as stored
-        `;
+        const stored = await isStored(t, code);
         assertEquals(stored, operation !== "put", `${operation}: no effect`);
       }
     } finally {

@@ -27,6 +27,7 @@ import {
   end,
   grant,
   IN_A_MINUTE,
+  isStored,
   type PoolOptions,
   randomCode,
   testDatabase,
@@ -573,11 +574,7 @@ Deno.test("a take cut mid-flight is returned to its caller, left intact, or repo
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 4));
       proxy.reset();
       const result = await taking;
-      const [{ stored }] = await t.sql<[{ stored: boolean }]>`
-        select exists (
-          select from ${t.sql(t.table)} where code_hash = ${hashCode(code!)}
-        ) as stored
-      `;
+      const stored = await isStored(t, code!);
       let kind: string;
       if ("entry" in result) {
         assert(result.entry !== null, "a stored code is never answered null");

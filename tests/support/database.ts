@@ -5,7 +5,7 @@
  */
 
 import postgres, { type Sql } from "../../tools/postgres.ts";
-import { migrate } from "../../mod.ts";
+import { hashCode, migrate } from "../../mod.ts";
 import type { PoolOptions } from "../../tools/load/load_plan.ts";
 
 export type { PoolOptions };
@@ -208,4 +208,17 @@ export async function storedCodes(
     select count(*)::int as n from ${t.sql(t.table)}
   `;
   return n;
+}
+
+/** Whether `t`'s table holds the entry of `code` now. */
+export async function isStored(
+  t: { readonly sql: Sql; readonly table: string },
+  code: string,
+): Promise<boolean> {
+  const [{ stored }] = await t.sql<[{ stored: boolean }]>`
+    select exists (
+      select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
+    ) as stored
+  `;
+  return stored;
 }

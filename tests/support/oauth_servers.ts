@@ -17,7 +17,12 @@ import { assertFalse } from "@std/assert";
 import postgres from "../../tools/postgres.ts";
 import { migrate } from "../../mod.ts";
 import { OPENAUTH_KV } from "../../examples/openauth_issuer.ts";
-import { databaseUrl, type TestDatabase, testDatabase } from "./database.ts";
+import {
+  databaseUrl,
+  storedCodes,
+  type TestDatabase,
+  testDatabase,
+} from "./database.ts";
 
 import { newVerifier, s256 } from "../../examples/pkce.ts";
 
@@ -71,13 +76,8 @@ export async function serverDatabase(): Promise<ServerDatabase> {
       `;
       return n;
     },
-    async storedCodes() {
-      const [{ n }] = await t.sql<[{ n: number }]>`
-        select count(*)::int as n
-        from ${t.sql(`${t.schema}.authorization_codes`)}
-      `;
-      return n;
-    },
+    storedCodes: () =>
+      storedCodes({ sql: t.sql, table: `${t.schema}.authorization_codes` }),
     async expireCodes() {
       // Whole seconds: the store refuses a fractional expiry.
       await t.sql`
