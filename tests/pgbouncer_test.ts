@@ -16,10 +16,11 @@ import {
 import {
   databaseUrl,
   grant,
+  lockRow,
   randomCode,
-  type TestDatabase,
   testDatabase,
   until,
+  waitingOnLock,
 } from "./support/database.ts";
 import { runLoad } from "../tools/load/load.ts";
 import { pgbouncerPath, startPgBouncer } from "./support/pgbouncer.ts";
@@ -95,32 +96,6 @@ Deno.test({
 function throughPgBouncer(mode: "session" | "transaction") {
   // Named prepared statements need a session of their own.
   return { prepare: mode === "session", fetch_types: false } as const;
-}
-
-/**
- * Holds the row of `code` locked (FOR UPDATE), on a direct connection,
- * until released or disposed.
- */
-async function lockRow(t: TestDatabase, code: string) {
-  const locker = await t.sql.reserve();
-  await locker`begin`;
-  await locker`
-    select 1 from ${locker(t.table)} where code_hash = ${hashCode(code)}
-    for update
-  `;
-  let released: Promise<void> | undefined;
-  const release = () =>
-    released ??= locker`rollback`.then(() => locker.release());
-  return { release, [Symbol.asyncDispose]: release };
-}
-
-/** Statements on the test's tables waiting for a lock, on the server. */
-async function waitingOnLock(t: TestDatabase): Promise<number> {
-  const [{ n }] = await t.sql<[{ n: number }]>`
-    select count(*)::int as n from pg_stat_activity
-    where wait_event_type = 'Lock' and query ilike ${`%${t.schema}%`}
-  `;
-  return n;
 }
 
 for (const mode of ["transaction", "session"] as const) {

@@ -6,11 +6,12 @@
 
 import { assert, assertEquals, assertNotEquals } from "@std/assert";
 import postgres, { type Sql } from "../tools/postgres.ts";
-import { type CodeStore, createCodeStore, hashCode } from "../mod.ts";
+import { type CodeStore, createCodeStore } from "../mod.ts";
 import {
   databaseUrl,
   grant,
   IN_A_MINUTE,
+  lockRows,
   orHung,
   randomCode,
   type TestDatabase,
@@ -28,16 +29,7 @@ async function lockedCodes(t: TestDatabase, n: number) {
       direct.put({ code, data: grant(), expiresAt: IN_A_MINUTE })
     ),
   );
-  const locker = await t.sql.reserve();
-  await locker`begin`;
-  await locker`
-    select 1 from ${locker(t.table)}
-    where code_hash in ${locker(codes.map(hashCode))} for update
-  `;
-  let released: Promise<void> | undefined;
-  const release = () =>
-    released ??= locker`rollback`.then(() => locker.release());
-  return { codes, release, [Symbol.asyncDispose]: release };
+  return Object.assign(await lockRows(t, codes), { codes });
 }
 
 /**

@@ -16,7 +16,6 @@ import {
   type CodeStore,
   createCodeStore,
   DatabaseUnavailableError,
-  hashCode,
   OperationTimeoutError,
   purgeExpired,
 } from "../mod.ts";
@@ -24,6 +23,8 @@ import {
   databaseUrl,
   grant,
   IN_A_MINUTE,
+  isStored,
+  lockRow,
   orHung,
   type PoolOptions,
   randomCode,
@@ -31,6 +32,7 @@ import {
   type TestDatabase,
   testDatabase,
   until,
+  waitingOnLock,
 } from "./support/database.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 
@@ -55,23 +57,6 @@ async function issue(store: CodeStore, subject = "user-42") {
   return code;
 }
 
-/**
- * Holds the row of `code` locked (FOR UPDATE) until `release()`, or until
- * disposed (so a failing test never leaves a lock behind).
- */
-async function lockRow(t: TestDatabase, code: string) {
-  const locker = await t.sql.reserve();
-  await locker`begin`;
-  await locker`
-    select 1 from ${locker(t.table)}
-    where code_hash = ${hashCode(code)} for update
-  `;
-  let released: Promise<void> | undefined;
-  const release = () =>
-    released ??= locker`rollback`.then(() => locker.release());
-  return { release, [Symbol.asyncDispose]: release };
-}
-
 /** Waits until `n` statements on the table wait for a row lock. */
 async function waitersOnLock(t: TestDatabase, n: number) {
   for (let i = 0; i < 200; i++) {
@@ -84,14 +69,6 @@ async function waitersOnLock(t: TestDatabase, n: number) {
     await delay(10);
   }
   throw new Error(`no ${n} statements waiting on a row lock`);
-}
-
-async function noWaiters(t: TestDatabase) {
-  const [{ waiting }] = await t.sql<[{ waiting: number }]>`
-    select count(*)::int as waiting from pg_stat_activity
-    where wait_event_type = 'Lock' and query ilike ${`%${t.schema}%`}
-  `;
-  return waiting === 0;
 }
 
 /**
@@ -161,7 +138,7 @@ Deno.test("a timed-out statement is cancelled on the host that runs it, not on t
     // longer waits for the lock, and deleted nothing.
     let cancelled = false;
     for (let i = 0; i < 100 && !cancelled; i++) {
-      cancelled = await noWaiters(t);
+      cancelled = await waitingOnLock(t) === 0;
       if (!cancelled) await delay(20);
     }
     await lock.release();
@@ -396,10 +373,7 @@ for (const late of [false, true]) {
       proxy.holdReplies();
       await lock.release();
       await until(
-        async () =>
-          (await t.sql`
-            select from ${t.sql(t.table)} where code_hash = ${hashCode(code)}
-          `).length === 0,
+        async () => !await isStored(t, code),
         10_000,
         "the take committed",
       );

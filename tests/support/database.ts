@@ -222,3 +222,44 @@ export async function isStored(
   `;
   return stored;
 }
+
+/** Rows of a test table held locked until released. */
+export interface RowLock extends AsyncDisposable {
+  /** Ends the locking transaction (once; later calls wait for it). */
+  release(): Promise<void>;
+}
+
+/**
+ * Holds the rows of `codes` locked (FOR UPDATE) on a connection of its own
+ * until `release()`, or until disposed (so a failing test never leaves a
+ * lock behind).
+ */
+export async function lockRows(
+  t: TestDatabase,
+  codes: readonly string[],
+): Promise<RowLock> {
+  const locker = await t.sql.reserve();
+  await locker`begin`;
+  await locker`
+    select 1 from ${locker(t.table)}
+    where code_hash in ${locker(codes.map(hashCode))} for update
+  `;
+  let released: Promise<void> | undefined;
+  const release = () =>
+    released ??= locker`rollback`.then(() => locker.release());
+  return { release, [Symbol.asyncDispose]: release };
+}
+
+/** Holds the row of `code` locked: {@linkcode lockRows} of one code. */
+export function lockRow(t: TestDatabase, code: string): Promise<RowLock> {
+  return lockRows(t, [code]);
+}
+
+/** Statements on `t`'s tables waiting for a lock, on the server. */
+export async function waitingOnLock(t: TestDatabase): Promise<number> {
+  const [{ n }] = await t.sql<[{ n: number }]>`
+    select count(*)::int as n from pg_stat_activity
+    where wait_event_type = 'Lock' and query ilike ${`%${t.schema}%`}
+  `;
+  return n;
+}
