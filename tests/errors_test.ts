@@ -34,6 +34,7 @@ import {
   type TestDatabase,
   testDatabase,
 } from "./support/database.ts";
+import { errorTexts } from "./support/error_texts.ts";
 import { startTcpProxy } from "./support/tcp_proxy.ts";
 
 const RESILIENT = {
@@ -48,27 +49,6 @@ const SUBJECT = "subject-7f3a9c";
 const CLIENT_ID = "client-5e1b2d";
 const GRANT_ID = "grant-9c4e8a";
 
-/** Every text an error exposes, everywhere a caller or a logger looks. */
-function everything(error: unknown, seen = new Set<unknown>()): string[] {
-  if (error === null || typeof error !== "object" || seen.has(error)) {
-    return [String(error)];
-  }
-  seen.add(error);
-  const out = [
-    String(error),
-    (error as Error).stack ?? "",
-    Deno.inspect(error, { showHidden: true, depth: 10 }),
-    JSON.stringify(error) ?? "",
-  ];
-  for (const key of Reflect.ownKeys(error)) {
-    const value = (error as Record<PropertyKey, unknown>)[key];
-    out.push(String(key), ...everything(value, seen));
-  }
-  const cause = (error as { cause?: unknown }).cause;
-  if (cause !== undefined) out.push(...everything(cause, seen));
-  return out;
-}
-
 /** Asserts that `error` is the store's, and holds none of `secrets`. */
 function assertClean(
   error: unknown,
@@ -78,7 +58,7 @@ function assertClean(
   assertInstanceOf(error, DatabaseError, what);
   assertInstanceOf(error, CodeStoreError, what);
   assertEquals((error as { cause?: unknown }).cause, undefined, what);
-  const text = everything(error).join("\n");
+  const text = errorTexts(error).join("\n");
   for (const secret of secrets) {
     assertFalse(text.includes(secret), `${what}: the error holds ${secret}`);
   }

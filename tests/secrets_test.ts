@@ -24,32 +24,7 @@ import {
 } from "../mod.ts";
 import { grant, IN_A_MINUTE, randomCode } from "./support/database.ts";
 import { EmbeddedPostgres } from "../tools/embedded_postgres.ts";
-
-/** Every string reachable from an error: message, stack, own properties. */
-function texts(error: unknown, seen = new Set<unknown>()): string[] {
-  if (error === null || typeof error !== "object" || seen.has(error)) {
-    return [String(error)];
-  }
-  seen.add(error);
-  const out: string[] = [];
-  for (const key of Reflect.ownKeys(error)) {
-    const value = (error as Record<PropertyKey, unknown>)[key];
-    out.push(String(key));
-    if (value !== null && typeof value === "object") {
-      out.push(
-        JSON.stringify(
-          value,
-          (_, v) => typeof v === "bigint" ? String(v) : v,
-        ) ?? "",
-      );
-      out.push(...texts(value, seen));
-    } else {
-      out.push(String(value));
-    }
-  }
-  out.push(String(error), (error as Error).stack ?? "");
-  return out;
-}
+import { errorTexts } from "./support/error_texts.ts";
 
 Deno.test("no plaintext code reaches the server log, a row, an error or the console", async () => {
   await using server = await EmbeddedPostgres.create({
@@ -141,7 +116,7 @@ Deno.test("no plaintext code reaches the server log, a row, an error or the cons
       assertEquals(cancelled.reason, "57014");
       // The driver's error held the statement's parameters (the hash) as
       // non-enumerable properties; the store's holds nothing of them.
-      assertFalse(texts(cancelled).join("\n").includes(hashCode(locked!)));
+      assertFalse(errorTexts(cancelled).join("\n").includes(hashCode(locked!)));
       await holder`rollback`;
     } finally {
       holder.release();
@@ -170,7 +145,7 @@ Deno.test("no plaintext code reaches the server log, a row, an error or the cons
     ["server log", log],
     ["rows", rows.join("\n")],
     ["console", console_.join("\n")],
-    ...errors.map((e, i) => [`error ${i}`, texts(e).join("\n")]),
+    ...errors.map((e, i) => [`error ${i}`, errorTexts(e).join("\n")]),
   ] as const;
   let leaks = 0;
   for (const [where, text] of haystacks) {
