@@ -39,7 +39,6 @@ import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import {
   addCodes,
   checkHash,
-  codeOf,
   codesOf,
   createTable,
   deletePerCall,
@@ -167,10 +166,7 @@ async function inTurns(
     for (const [i, side] of sides.entries()) {
       const sql = await openPool(m, ctx.url);
       pools.push(sql);
-      const codes = Array.from(
-        { length: sizes[i]! },
-        (_, k) => codeOf(prefix, offset + k),
-      );
+      const codes = codesOf(prefix, sizes[i]!, offset);
       offset += sizes[i]!;
       loads.push(side.make(sql, codes));
     }

@@ -140,9 +140,9 @@ export async function addCodes(
   );
 }
 
-/** The codes `0` to `n - 1` of `prefix`. */
-export function codesOf(prefix: string, n: number): string[] {
-  return Array.from({ length: n }, (_, i) => codeOf(prefix, i));
+/** The codes `from` to `from + n - 1` of `prefix`. */
+export function codesOf(prefix: string, n: number, from = 0): string[] {
+  return Array.from({ length: n }, (_, i) => codeOf(prefix, from + i));
 }
 
 // -------------------------------------------------- the store's statement --

@@ -37,7 +37,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import {
-  codeOf,
+  codesOf,
   createTable,
   fill,
   type Load,
@@ -47,6 +47,7 @@ import {
   openPool,
   rawSend,
   rawStatements,
+  type Sql,
   storeTakes,
   takeStatement,
   timed,
@@ -218,10 +219,7 @@ async function child(args: {
 }): Promise<void> {
   const sql = await openPool(major(args.major), args.url);
   try {
-    const codes = Array.from(
-      { length: args.n },
-      (_, i) => codeOf(args.prefix, i),
-    );
+    const codes = codesOf(args.prefix, args.n);
     const load: Load = args.workload === "store"
       ? storeTakes(sql, args.table, codes, args.callers)
       : rawStatements(
@@ -259,7 +257,7 @@ async function child(args: {
 async function statementsPerTake(
   m: Major,
   url: string,
-  admin: Parameters<typeof fill>[0],
+  admin: Sql,
   table: string,
   callers: number,
 ): Promise<number> {
@@ -269,7 +267,7 @@ async function statementsPerTake(
   let statements = 0;
   const sql = await openPool(m, url, { debug: () => statements++ });
   try {
-    const codes = Array.from({ length: n }, (_, i) => codeOf(prefix, i));
+    const codes = codesOf(prefix, n);
     const load = storeTakes(sql, table, codes, callers);
     const warm = await timed(load, 300, 0);
     statements = 0;
@@ -284,7 +282,7 @@ async function statementsPerTake(
 async function profileOne(
   m: 3 | 4,
   url: string,
-  admin: Parameters<typeof fill>[0],
+  admin: Sql,
   table: string,
   workload: "store" | "raw",
   options: {
