@@ -8,46 +8,9 @@
 
 import { createHash } from "node:crypto";
 import process from "node:process";
-import postgres4 from "postgres";
-import postgres3 from "postgres3";
-import config from "../deno.json" with { type: "json" };
 import { createCodeStore, hashCode, migrate } from "../mod.ts";
-
-/** A pool (typed as 4.x's, whichever major runs). */
-export type Sql = postgres4.Sql;
-
-/** A postgres.js major, imported explicitly (not through `POSTGRES_MAJOR`). */
-export interface Major {
-  /** 3 or 4. */
-  readonly major: 3 | 4;
-  /** The exact version `deno.json` pins, such as `"4.2.0"`. */
-  readonly version: string;
-  /** Its `postgres()`. */
-  readonly postgres: typeof postgres4;
-}
-
-function pinned(name: "postgres" | "postgres3"): string {
-  // The library's own in `imports`; the tests' 3.4 scoped to the repository.
-  const spec = name === "postgres"
-    ? config.imports.postgres
-    : config.scopes["./"].postgres3;
-  return spec.slice(spec.lastIndexOf("@") + 1);
-}
-
-/** postgres.js 3.4 (`postgres3` in `deno.json`) and 4.x (`postgres`). */
-export const MAJORS: readonly Major[] = [
-  {
-    major: 3,
-    version: pinned("postgres3"),
-    postgres: postgres3 as unknown as typeof postgres4,
-  },
-  { major: 4, version: pinned("postgres"), postgres: postgres4 },
-];
-
-/** The major `n`. */
-export function major(n: 3 | 4): Major {
-  return MAJORS.find((m) => m.major === n)!;
-}
+import type { Major, Sql } from "../tools/postgres.ts";
+export { type Major, major, MAJORS, type Sql } from "../tools/postgres.ts";
 
 /** Connections of every pool the bench measures on. */
 export const POOL = 8;

@@ -7,17 +7,15 @@
  */
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import config from "../deno.json" with { type: "json" };
+import { MAJORS, POSTGRES_MAJOR } from "../tools/postgres.ts";
 import { databaseUrl } from "./support/database.ts";
-
-const version = (spec: string) => spec.slice(spec.lastIndexOf("@") + 1);
 
 Deno.test({
   name:
     "`deno task bench --quick` measures the store and the raw driver on postgres.js 3.4 and 4.x and writes the three ratios",
   // The bench imports both majors itself: the suite's 3.4 pass would only
   // run it again.
-  ignore: Deno.env.get("POSTGRES_MAJOR") === "3",
+  ignore: POSTGRES_MAJOR === 3,
   async fn() {
     const out = await Deno.makeTempDir({ prefix: "attesto-bench-" });
     try {
@@ -43,10 +41,7 @@ Deno.test({
         results.majors.map((m: { summary: { version: string } }) =>
           m.summary.version
         ),
-        [
-          version(config.scopes["./"].postgres3),
-          version(config.imports.postgres),
-        ],
+        MAJORS.map((m) => m.version),
       );
       assertMatch(results.takeStatement, /^\s*with spent as \(\s*delete from/i);
       for (const { summary, rounds } of results.majors) {

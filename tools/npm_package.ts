@@ -20,7 +20,7 @@
 import { transform } from "npm:esbuild@0.28.2";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import { POSTGRES_MAJOR } from "./postgres.ts";
+import { major, POSTGRES_MAJOR } from "./postgres.ts";
 
 const ROOT = fromFileUrl(new URL("../", import.meta.url));
 
@@ -139,9 +139,7 @@ export async function buildNpmPackage(out: string): Promise<string> {
       ROOT,
       "node_modules",
       ".deno",
-      `postgres@${
-        config.scopes["./"]!.postgres3!.replace(/^npm:postgres@/, "")
-      }`,
+      `postgres@${major(3).version}`,
       "node_modules",
       "postgres",
     )
