@@ -35,12 +35,11 @@
  */
 
 import { parseArgs } from "node:util";
-import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import {
   addCodes,
+  type BenchDatabase,
   checkHash,
   codesOf,
-  createTable,
   deletePerCall,
   fill,
   hashedBatches,
@@ -61,6 +60,7 @@ import {
   takeStatement,
   type Timed,
   timed,
+  withBenchDatabase,
 } from "./harness.ts";
 
 const { values: flags } = parseArgs({
@@ -117,12 +117,6 @@ const GUESS: Record<Kind, number> = {
 };
 const seen = new Map<Kind, number>();
 
-interface Context {
-  readonly url: string;
-  readonly admin: Sql;
-  readonly table: string;
-}
-
 const log = (line: string) => console.error(line);
 
 /** One workload of {@linkcode inTurns}. */
@@ -141,7 +135,7 @@ interface Side {
  * side's slices as one run.
  */
 async function inTurns(
-  ctx: Context,
+  ctx: BenchDatabase,
   m: Major,
   sides: readonly Side[],
   reversed: boolean,
@@ -249,7 +243,7 @@ const shapeName = (statements: number, keys: number) => `${statements}×${keys}`
  * lone take and its statement.
  */
 async function round(
-  ctx: Context,
+  ctx: BenchDatabase,
   m: Major,
   statement: TakeStatement,
   reversed: boolean,
@@ -484,13 +478,8 @@ const machine = {
 };
 
 checkHash();
-const { url, server } = await databaseFromEnv();
-const admin = MAJORS[1]!.postgres(url, { max: 2, onnotice: () => {} });
-const schema = `bench_${crypto.randomUUID().slice(0, 8)}`;
-let results: Results | undefined;
-try {
-  const table = await createTable(admin, schema);
-  const ctx: Context = { url, admin, table };
+const results = await withBenchDatabase("bench", async (ctx) => {
+  const { url, admin, table } = ctx;
   const [settings] = await admin<
     [{ version: string; fsync: string; sync: string }]
   >`
@@ -511,10 +500,10 @@ try {
     }
   }
   machine.loadAfter = await loadAverage();
-  results = {
+  const results: Results = {
     machine,
     server: {
-      kind: server ? "embedded" : "DATABASE_URL",
+      kind: ctx.embedded ? "embedded" : "DATABASE_URL",
       version: settings.version,
       fsync: settings.fsync,
       synchronousCommit: settings.sync,
@@ -540,15 +529,8 @@ try {
   };
   results.setup.minutes = Math.round((performance.now() - startedAt) / 6e3) /
     10;
-} finally {
-  await admin.unsafe(`drop schema if exists ${schema} cascade`).catch(
-    () => {},
-  );
-  await admin.end({ timeout: 5 });
-  await server?.destroy();
-}
-
-if (!results) throw new Error("no results");
+  return results;
+});
 await Deno.writeTextFile(
   `${flags.out}/results.json`,
   JSON.stringify(results, null, 2) + "\n",

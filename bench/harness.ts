@@ -9,7 +9,8 @@
 import { createHash } from "node:crypto";
 import process from "node:process";
 import { createCodeStore, hashCode, migrate } from "../mod.ts";
-import type { Major, Sql } from "../tools/postgres.ts";
+import { databaseFromEnv } from "../tools/embedded_postgres.ts";
+import { type Major, major, type Sql } from "../tools/postgres.ts";
 export { type Major, major, MAJORS, type Sql } from "../tools/postgres.ts";
 
 /** Connections of every pool the bench measures on. */
@@ -54,6 +55,43 @@ export async function createTable(admin: Sql, schema: string): Promise<string> {
     );
   }
   return table;
+}
+
+/** Where a run measures. */
+export interface BenchDatabase {
+  /** The database's URL. */
+  readonly url: string;
+  /** Whether it is an embedded PostgreSQL (`DATABASE_URL` was unset). */
+  readonly embedded: boolean;
+  /** A pool of two connections for setting up (postgres.js 4.x). */
+  readonly admin: Sql;
+  /** The codes table ({@linkcode createTable}). */
+  readonly table: string;
+}
+
+/**
+ * Runs `work` on `DATABASE_URL` (an embedded PostgreSQL when it is unset),
+ * the store's tables made in a schema of its own (`prefix_` and a random
+ * suffix); then, whatever `work` did, drops the schema, ends the admin pool
+ * and stops the embedded server.
+ */
+export async function withBenchDatabase<T>(
+  prefix: string,
+  work: (db: BenchDatabase) => Promise<T>,
+): Promise<T> {
+  const { url, server } = await databaseFromEnv();
+  const admin = major(4).postgres(url, { max: 2, onnotice: () => {} });
+  const schema = `${prefix}_${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    const table = await createTable(admin, schema);
+    return await work({ url, embedded: server !== undefined, admin, table });
+  } finally {
+    await admin.unsafe(`drop schema if exists ${schema} cascade`).catch(
+      () => {},
+    );
+    await admin.end({ timeout: 5 });
+    await server?.destroy();
+  }
 }
 
 /** The plaintext of code `i` of a fill. */

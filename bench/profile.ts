@@ -35,10 +35,8 @@
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import {
   codesOf,
-  createTable,
   fill,
   type Load,
   type Major,
@@ -51,6 +49,7 @@ import {
   storeTakes,
   takeStatement,
   timed,
+  withBenchDatabase,
 } from "./harness.ts";
 
 const BUCKETS = [
@@ -356,11 +355,7 @@ if (import.meta.main) {
   const shape = (flags.shape ?? (callers === 1 ? "1x1" : "2x32")).split(/[x×]/)
     .map(Number) as [number, number];
   const majors = flags.major ? [major(Number(flags.major) as 3 | 4)] : MAJORS;
-  const { url, server } = await databaseFromEnv();
-  const admin = MAJORS[1]!.postgres(url, { max: 2, onnotice: () => {} });
-  const schema = `profile_${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    const table = await createTable(admin, schema);
+  await withBenchDatabase("profile", async ({ url, admin, table }) => {
     for (const m of majors) {
       const { text } = await takeStatement(m, url, admin, table);
       const options = {
@@ -426,11 +421,5 @@ if (import.meta.main) {
         console.log(`${micros.toFixed(2).padStart(7)} µs  ${name}`);
       }
     }
-  } finally {
-    await admin.unsafe(`drop schema if exists ${schema} cascade`).catch(
-      () => {},
-    );
-    await admin.end({ timeout: 5 });
-    await server?.destroy();
-  }
+  });
 }
