@@ -28,16 +28,8 @@ import {
   grant,
   IN_A_MINUTE,
   randomCode,
+  testDatabase,
 } from "./support/database.ts";
-
-/** A fresh table name in the test database (dropped by the caller). */
-function tableName(): string {
-  return `driver_${crypto.randomUUID().replaceAll("-", "")}`;
-}
-
-async function dropTables(pool: postgres4.Sql, table: string) {
-  await pool.unsafe(`drop table if exists ${table}, ${table}_spent`);
-}
 
 /**
  * Asserts that `createCodeStore`, `migrate` and `purgeExpired` each refuse
@@ -76,7 +68,10 @@ Deno.test("a postgres.js 3.4.10 pool and a 4.2.0 pool run every public function 
     onnotice: () => {},
     max: 2,
   });
-  const table = tableName();
+  // A table of its own, in a schema dropped at the end; each major's
+  // migrate runs on it (the first creates it).
+  await using t = await testDatabase();
+  const table = `${t.schema}.driver`;
   try {
     for (const [name, pool] of [["3.4", three], ["4", four]] as const) {
       // Every public function that takes a pool, with either major's type.
@@ -109,7 +104,6 @@ Deno.test("a postgres.js 3.4.10 pool and a 4.2.0 pool run every public function 
       assertEquals((await purgeExpired(pool, { table })).codes, 1, name);
     }
   } finally {
-    await dropTables(four, table);
     await Promise.all([three.end({ timeout: 5 }), four.end({ timeout: 5 })]);
   }
 });
