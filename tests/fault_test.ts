@@ -28,6 +28,7 @@ import {
   grant,
   IN_A_MINUTE,
   isStored,
+  lockRow,
   type PoolOptions,
   randomCode,
   testDatabase,
@@ -524,19 +525,10 @@ Deno.test("a lock timeout or statement timeout: `take()` fails cleanly and a ret
     try {
       const fast = createCodeStore(impatient, { table: t.table });
       const [code] = await issue(store, 1);
-      const locker = await t.sql.reserve();
-      try {
-        await locker`begin`;
-        await locker`
-          select 1 from ${locker(t.table)}
-          where code_hash = ${hashCode(code!)} for update
-        `;
-        const error = await assertRejects(() => fast.take(code!));
-        assertEquals(kind(error), expected);
-        await locker`rollback`;
-      } finally {
-        locker.release();
-      }
+      await using lock = await lockRow(t, code!);
+      const error = await assertRejects(() => fast.take(code!));
+      assertEquals(kind(error), expected);
+      await lock.release();
       // The failed take spent nothing: the retry gets the entry, once.
       const retries = await Promise.all([fast.take(code!), fast.take(code!)]);
       assertEquals(retries.filter((r) => r !== null).length, 1);

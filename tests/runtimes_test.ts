@@ -36,6 +36,7 @@ import {
   databaseUrl,
   grant,
   IN_A_MINUTE,
+  lockRow,
   randomCode,
   type TestDatabase,
   testDatabase,
@@ -175,19 +176,9 @@ for (const [name, variable] of RUNTIMES) {
     async fn() {
       await using t = await testDatabase();
       const [code] = await issue(t, 1);
-      const locker = await t.sql.reserve();
-      let report;
-      try {
-        await locker`begin`;
-        await locker`
-          select 1 from ${locker(t.table)}
-          where code_hash = ${hashCode(code!)} for update
-        `;
-        report = await program(bin!, ["locked", t.table, code!]);
-      } finally {
-        await locker`rollback`;
-        locker.release();
-      }
+      await using lock = await lockRow(t, code!);
+      const report = await program(bin!, ["locked", t.table, code!]);
+      await lock.release();
       assertEquals(report.error, "OperationTimeoutError");
       assertEquals(report.sent, true);
       assertEquals(report.stillWaiting, 0, "the cancel request reached it");
