@@ -65,18 +65,29 @@ export function connectionFailure(error: unknown): Failure {
   return { kind: "other", reason: code };
 }
 
-/** `work`, or a rejection with {@linkcode Stopped} as `signal` aborts. */
+/**
+ * `work`, or a rejection with {@linkcode Stopped} as soon as `signal`
+ * aborts, when `stop` is called (once) to stop the work in its own time.
+ * One listener, removed as `work` settles.
+ */
 export function abortable<T>(
   work: Promise<T>,
   signal?: AbortSignal,
+  stop?: () => void,
 ): Promise<T> {
-  work.catch(() => {});
   if (!signal) return work;
   return new Promise<T>((resolve, reject) => {
-    const abort = () => reject(new Stopped());
+    const abort = () => {
+      stop?.();
+      reject(new Stopped());
+    };
     signal.addEventListener("abort", abort, { once: true });
-    work.then(resolve, reject).finally(() =>
-      signal.removeEventListener("abort", abort)
-    );
+    work.then((value) => {
+      signal.removeEventListener("abort", abort);
+      resolve(value);
+    }, (error) => {
+      signal.removeEventListener("abort", abort);
+      reject(error);
+    });
   });
 }

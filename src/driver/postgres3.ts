@@ -221,17 +221,16 @@ function driver3(sql: Pool3): Driver {
         settled = true;
       };
       query.then(done, done);
-      const stop = () => stopStatement(sql, query, () => settled, written);
-      signal?.addEventListener("abort", stop, { once: true });
       const result = query.then(decode, (error) => {
         throw signal?.aborted ? new Stopped() : error;
       });
-      void result.catch(() => {}).finally(() =>
-        signal?.removeEventListener("abort", stop)
-      );
       // Stopped, the caller has its answer at once; the statement is
       // stopped in its own time.
-      return abortable(result, signal);
+      return abortable(
+        result,
+        signal,
+        () => stopStatement(sql, query, () => settled, written),
+      );
     },
 
     transaction(texts, signal) {

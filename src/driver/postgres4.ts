@@ -167,22 +167,8 @@ function driver4(sql: Pool4): Driver {
       payload ? [sql.json({ toJSON: payload })] : [],
       { prepare },
     ).values().transform(false).execute();
-    if (!signal) {
-      return query.then((result) => {
-        keep(reserved);
-        return rows(result);
-      }, (error) => {
-        reserved.release();
-        throw error;
-      });
-    }
     let cancelled: Promise<CancelOutcome> | undefined;
-    const stop = () => {
-      cancelled = cancel(query);
-    };
-    signal.addEventListener("abort", stop, { once: true });
     const result = query.then((result) => {
-      signal.removeEventListener("abort", stop);
       // The connection takes its next statement once a cancel sent to it
       // has landed: sent as this one ended, it would cancel that one.
       if (cancelled) {
@@ -190,15 +176,16 @@ function driver4(sql: Pool4): Driver {
       } else keep(reserved);
       return rows(result);
     }, (error) => {
-      signal.removeEventListener("abort", stop);
       if (cancelled) {
         void cancelled.then((outcome) => release(reserved, outcome));
       } else reserved.release();
-      throw signal.aborted ? new Stopped() : error;
+      throw signal?.aborted ? new Stopped() : error;
     });
     // Stopped, the caller has its answer at once; the statement's end and
     // the connection's release follow in their own time.
-    return abortable(result, signal);
+    return abortable(result, signal, () => {
+      cancelled = cancel(query);
+    });
   };
 
   return {
