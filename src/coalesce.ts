@@ -307,11 +307,11 @@ class Flight<I, O> implements Batch<I> {
   }
 
   /** Gives the slot back, once. */
-  release = (): void => {
+  release(): void {
     if (this.#released) return;
     this.#released = true;
     this.#free();
-  };
+  }
 }
 
 /**
@@ -442,9 +442,23 @@ export function coalescer<I, O>(
     } catch (error) {
       statement = Promise.reject(error);
     }
-    const failure = (error: unknown) => fail(flight, error);
-    statement.then((outcomes) => answer(flight, outcomes), failure)
-      .catch(failure).finally(flight.release);
+    // One reaction, not a chain: a statement's calls are answered and its
+    // slot given back in the same turn.
+    statement.then((outcomes) => {
+      try {
+        answer(flight, outcomes);
+      } catch (error) {
+        fail(flight, error);
+      } finally {
+        flight.release();
+      }
+    }, (error) => {
+      try {
+        fail(flight, error);
+      } finally {
+        flight.release();
+      }
+    });
   };
 
   return (input) =>
