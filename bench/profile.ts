@@ -26,7 +26,10 @@
  * Options: `--major 3|4` (default both), `--callers N` (default 64; 1
  * profiles a lone take against one key per statement), `--shape SxK` (the
  * raw driver's statements in flight × keys each, default 2x32 at 64
- * callers), `--seconds` (the window, default 4), `--top N` (frames listed,
+ * callers), `--against raw|floor` (what the store is profiled against:
+ * the raw driver, by default, or the bench's floor, `hashedBatches`, at as
+ * many callers: where the store spends more than hashing and coalescing
+ * must), `--seconds` (the window, default 4), `--top N` (frames listed,
  * default 25).
  *
  * @module
@@ -38,6 +41,7 @@ import { parseArgs } from "node:util";
 import {
   codesOf,
   fill,
+  hashedBatches,
   type Load,
   type Major,
   major,
@@ -193,6 +197,9 @@ const PAUSE_MS = 400;
 
 // ---------------------------------------------------------------- child --
 
+/** What a child runs: the store, or what it is profiled against. */
+type Workload = "store" | "raw" | "floor";
+
 /** What the child reports. */
 interface ChildReport {
   readonly keys: number;
@@ -210,7 +217,7 @@ async function child(args: {
   table: string;
   prefix: string;
   n: number;
-  workload: "store" | "raw";
+  workload: Workload;
   callers: number;
   shape: [number, number];
   text: string;
@@ -221,6 +228,8 @@ async function child(args: {
     const codes = codesOf(args.prefix, args.n);
     const load: Load = args.workload === "store"
       ? storeTakes(sql, args.table, codes, args.callers)
+      : args.workload === "floor"
+      ? hashedBatches(sql, args.text, codes, args.callers)
       : rawStatements(
         codes,
         args.shape[0],
@@ -283,7 +292,7 @@ async function profileOne(
   url: string,
   admin: Sql,
   table: string,
-  workload: "store" | "raw",
+  workload: Workload,
   options: {
     callers: number;
     shape: [number, number];
@@ -349,8 +358,15 @@ if (import.meta.main) {
       shape: { type: "string" },
       seconds: { type: "string", default: "4" },
       top: { type: "string", default: "25" },
+      against: { type: "string", default: "raw" },
     },
   });
+  const against = flags.against;
+  if (against !== "raw" && against !== "floor") {
+    throw new TypeError(`--against: raw or floor, not ${against}`);
+  }
+  // The columns' name for what the store is profiled against.
+  const ref = against === "raw" ? "raw" : "floor";
   const callers = Number(flags.callers);
   const shape = (flags.shape ?? (callers === 1 ? "1x1" : "2x32")).split(/[x×]/)
     .map(Number) as [number, number];
@@ -372,7 +388,14 @@ if (import.meta.main) {
         "store",
         options,
       );
-      const raw = await profileOne(m.major, url, admin, table, "raw", options);
+      const raw = await profileOne(
+        m.major,
+        url,
+        admin,
+        table,
+        against,
+        options,
+      );
       const perStatement = await statementsPerTake(
         m,
         url,
@@ -387,14 +410,17 @@ if (import.meta.main) {
           callers > 1 ? "s" : ""
         } (${n(store.perSecond)} takes/s, ${
           perStatement.toFixed(1)
-        } takes per statement) against the store's statement through the ` +
-          `raw driver, ${shape.join("×")} (${
-            n(raw.perSecond)
-          } keys/s). Main thread, per take and per key; "by caller" gives ` +
+        } takes per statement) against ${
+          against === "raw"
+            ? `the store's statement through the raw driver, ${
+              shape.join("×")
+            } (${n(raw.perSecond)} keys/s)`
+            : `its floor at as many callers (${n(raw.perSecond)} takes/s)`
+        }. Main thread, per take and per key; "by caller" gives ` +
           "the runtime's time to the code that called into it.\n",
       );
       console.log(
-        "| | store, self | raw, self | store − raw, self | store, by caller | raw, by caller | store − raw, by caller |",
+        `| | store, self | ${ref}, self | store − ${ref}, self | store, by caller | ${ref}, by caller | store − ${ref}, by caller |`,
       );
       console.log("| --- | --- | --- | --- | --- | --- | --- |");
       for (const key of Object.keys(store.self) as (keyof Breakdown)[]) {
@@ -407,8 +433,11 @@ if (import.meta.main) {
         );
       }
       console.log(
-        `\nWhere the store spends more than the raw driver, by frame ` +
-          `(self time per take − per key):\n`,
+        `\nWhere the store spends more than ${
+          against === "raw" ? "the raw driver" : "its floor"
+        }, by frame (self time per take − per ${
+          against === "raw" ? "key" : "take"
+        }):\n`,
       );
       const frames = new Set([...store.frames.keys(), ...raw.frames.keys()]);
       const more = [...frames].map((name) =>
