@@ -443,7 +443,7 @@ export function coalescer<I, O>(
       statement = Promise.reject(error);
     }
     // One reaction, not a chain: a statement's calls are answered and its
-    // slot given back in the same turn.
+    // slot given back at once, before the callers' own code resumes.
     statement.then((outcomes) => {
       try {
         answer(flight, outcomes);

@@ -53,35 +53,36 @@ export interface Tables {
  * and the retry's snapshot has the winner's commit, so a loser gets `null`
  * (or its `DuplicateCodeError`), whatever the server's default.
  */
-function execute(
+async function execute(
   driver: Driver,
   batch: Batch<unknown>,
   payload: (sent: readonly number[]) => unknown,
   text: string,
 ): Promise<Rows> {
   const { signal } = batch;
-  // Not an async function: the rows reach the batch's runner one promise
-  // after the driver's, not three (a lone take waits for each).
-  const attempt = (n: number): Promise<Rows> =>
-    driver.send({
-      text,
-      payload: () =>
-        payload(
-          n > 1 ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
-        ),
-    }, signal).catch((error) => {
+  for (let attempt = 1;; attempt++) {
+    const retry = attempt > 1;
+    try {
+      return await driver.send({
+        text,
+        payload: () =>
+          payload(
+            retry ? batch.send().filter((i) => batch.waiting(i)) : batch.send(),
+          ),
+      }, signal);
+    } catch (error) {
       // Stopped: every call had timed out.
       if (signal.aborted) return [];
       const failure = driver.failure(error);
       if (
         failure.kind !== "server" || failure.sqlState !== "40001" ||
-        n >= SERIALIZATION_RETRIES
+        attempt >= SERIALIZATION_RETRIES
       ) throw error;
-      return attempt(n + 1);
-    });
-  return attempt(1);
+    }
+  }
 }
 
+/** Attempts of a statement that fails with a serialization failure. */
 const SERIALIZATION_RETRIES = 16;
 
 /** The inputs of the sent calls, as they are (a hash twice is harmless). */

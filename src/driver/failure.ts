@@ -77,9 +77,11 @@ export function abortable<T>(
 ): Promise<T> {
   if (!signal) return work;
   return new Promise<T>((resolve, reject) => {
+    // Rejected first: a stop that throws cannot keep the caller waiting.
+    // Its callbacks run later, after `stop` has marked the work stopped.
     const abort = () => {
-      stop?.();
       reject(new Stopped());
+      stop?.();
     };
     signal.addEventListener("abort", abort, { once: true });
     work.then((value) => {
