@@ -365,8 +365,6 @@ if (import.meta.main) {
   if (against !== "raw" && against !== "floor") {
     throw new TypeError(`--against: raw or floor, not ${against}`);
   }
-  // The columns' name for what the store is profiled against.
-  const ref = against === "raw" ? "raw" : "floor";
   const callers = Number(flags.callers);
   const shape = (flags.shape ?? (callers === 1 ? "1x1" : "2x32")).split(/[x×]/)
     .map(Number) as [number, number];
@@ -388,7 +386,8 @@ if (import.meta.main) {
         "store",
         options,
       );
-      const raw = await profileOne(
+      // What the store is profiled against: the raw driver or the floor.
+      const ref = await profileOne(
         m.major,
         url,
         admin,
@@ -414,21 +413,21 @@ if (import.meta.main) {
           against === "raw"
             ? `the store's statement through the raw driver, ${
               shape.join("×")
-            } (${n(raw.perSecond)} keys/s)`
-            : `its floor at as many callers (${n(raw.perSecond)} takes/s)`
+            } (${n(ref.perSecond)} keys/s)`
+            : `its floor at as many callers (${n(ref.perSecond)} takes/s)`
         }. Main thread, per take and per key; "by caller" gives ` +
           "the runtime's time to the code that called into it.\n",
       );
       console.log(
-        `| | store, self | ${ref}, self | store − ${ref}, self | store, by caller | ${ref}, by caller | store − ${ref}, by caller |`,
+        `| | store, self | ${against}, self | store − ${against}, self | store, by caller | ${against}, by caller | store − ${against}, by caller |`,
       );
       console.log("| --- | --- | --- | --- | --- | --- | --- |");
       for (const key of Object.keys(store.self) as (keyof Breakdown)[]) {
         console.log(
-          `| ${key} | ${us(store.self[key])} | ${us(raw.self[key])} | ${
-            us(store.self[key] - raw.self[key])
-          } | ${us(store.byCaller[key])} | ${us(raw.byCaller[key])} | ${
-            us(store.byCaller[key] - raw.byCaller[key])
+          `| ${key} | ${us(store.self[key])} | ${us(ref.self[key])} | ${
+            us(store.self[key] - ref.self[key])
+          } | ${us(store.byCaller[key])} | ${us(ref.byCaller[key])} | ${
+            us(store.byCaller[key] - ref.byCaller[key])
           } |`,
         );
       }
@@ -439,11 +438,11 @@ if (import.meta.main) {
           against === "raw" ? "key" : "take"
         }):\n`,
       );
-      const frames = new Set([...store.frames.keys(), ...raw.frames.keys()]);
+      const frames = new Set([...store.frames.keys(), ...ref.frames.keys()]);
       const more = [...frames].map((name) =>
         [
           name,
-          (store.frames.get(name) ?? 0) - (raw.frames.get(name) ?? 0),
+          (store.frames.get(name) ?? 0) - (ref.frames.get(name) ?? 0),
         ] as const
       ).sort((a, b) => b[1] - a[1]).slice(0, Number(flags.top));
       for (const [name, micros] of more) {
