@@ -157,8 +157,13 @@ export class HaCluster implements AsyncDisposable {
     this.#createNode(this.nodes[0]);
     await this.waitFor({ node1: "single" }, 30_000);
     this.#createNode(this.nodes[1]);
-    // pg_basebackup waits for a spread checkpoint; ask for it at once.
-    await this.waitFor({ node2: ["wait_standby", "catchingup"] }, 30_000);
+    // pg_basebackup waits for a spread checkpoint; ask for it at once. A
+    // base backup that found one under way may already have finished: the
+    // node is then a secondary before this poll sees it catch up.
+    await this.waitFor(
+      { node2: ["wait_standby", "catchingup", "secondary"] },
+      30_000,
+    );
     await this.#sql(this.nodes[0], (sql) => sql`checkpoint`);
     await this.waitFor({ node1: "primary", node2: "secondary" }, 60_000);
   }
