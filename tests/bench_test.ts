@@ -17,7 +17,9 @@ Deno.test({
   // run it again.
   ignore: POSTGRES_MAJOR === 3,
   async fn() {
-    const out = await Deno.makeTempDir({ prefix: "attesto-bench-" });
+    const temp = await Deno.makeTempDir({ prefix: "attesto-bench-" });
+    // A folder that does not exist yet: the bench makes it.
+    const out = `${temp}/results`;
     try {
       const { success, stderr } = await new Deno.Command(Deno.execPath(), {
         args: [
@@ -72,7 +74,43 @@ Deno.test({
       assertMatch(page, /store ÷ raw own statement\s*\|\s*≥ 0\.8×/);
       assertMatch(page, /store ÷ floor: throughput, CPU/);
     } finally {
-      await Deno.remove(out, { recursive: true });
+      await Deno.remove(temp, { recursive: true });
     }
   },
+});
+
+Deno.test("`deno task bench` refuses a count or a time that is not one, before it measures", async () => {
+  const temp = await Deno.makeTempDir({ prefix: "attesto-bench-" });
+  try {
+    for (
+      const [flag, wanted] of [
+        ["--rounds=0", /--rounds takes a whole number above 0, not "0"/],
+        ["--slices=1.5", /--slices takes a whole number above 0/],
+        ["--seconds=soon", /--seconds takes a number of seconds above 0/],
+        ["--warmup=-1", /--warmup takes a number of seconds, 0 or more/],
+      ] as const
+    ) {
+      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../bench/bench.ts", import.meta.url).pathname,
+          flag,
+          "--out",
+          `${temp}/results`,
+        ],
+        // Nothing is measured: no database is reached.
+        env: { DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" },
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assertEquals(code, 2, flag);
+      assertMatch(new TextDecoder().decode(stderr), wanted);
+    }
+    // Refused before anything was written.
+    assertEquals([...Deno.readDirSync(temp)], []);
+  } finally {
+    await Deno.remove(temp, { recursive: true });
+  }
 });
