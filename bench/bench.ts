@@ -35,6 +35,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { numberFlag } from "../tools/flags.ts";
 import {
   addCodes,
   type BenchDatabase,
@@ -76,46 +77,16 @@ const { values: flags } = parseArgs({
 });
 const quick = flags.quick;
 
-/**
- * A flag's number: whole and above 0 (`"count"`), above 0 (`"seconds"`) or
- * 0 and above (`"seconds or 0"`); anything else ends the run at once.
- */
-function flag(
-  name: string,
-  text: string | undefined,
-  fallback: number,
-  kind: "count" | "seconds" | "seconds or 0",
-): number {
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  const ok = text.trim() !== "" && Number.isFinite(value) &&
-    (kind === "count"
-      ? Number.isInteger(value) && value > 0
-      : kind === "seconds"
-      ? value > 0
-      : value >= 0);
-  if (!ok) {
-    const wanted = {
-      count: "a whole number above 0",
-      seconds: "a number of seconds above 0",
-      "seconds or 0": "a number of seconds, 0 or more",
-    }[kind];
-    console.error(`--${name} takes ${wanted}, not ${JSON.stringify(text)}`);
-    Deno.exit(2);
-  }
-  return value;
-}
-
 /** Rounds; every figure is the median of the rounds'. */
-const ROUNDS = flag("rounds", flags.rounds, quick ? 1 : 3, "count");
+const ROUNDS = numberFlag("rounds", flags.rounds, quick ? 1 : 3, "count");
 /** Slices of each workload in a round, in turn with the others'. */
-const SLICES = flag("slices", flags.slices, quick ? 1 : 3, "count");
+const SLICES = numberFlag("slices", flags.slices, quick ? 1 : 3, "count");
 /** A slice's measured window. */
 const SLICE_MS = 1000 *
-  flag("seconds", flags.seconds, quick ? 0.2 : 1, "seconds");
+  numberFlag("seconds", flags.seconds, quick ? 0.2 : 1, "seconds");
 /** Each workload's warm-up, once per round. */
 const WARMUP_MS = 1000 *
-  flag("warmup", flags.warmup, quick ? 0.1 : 0.5, "seconds or 0");
+  numberFlag("warmup", flags.warmup, quick ? 0.1 : 0.5, "seconds or 0");
 // The results are written there at the end: make sure it can be, first.
 await Deno.mkdir(flags.out, { recursive: true });
 /** Each slice's ramp-up, not counted. */

@@ -38,6 +38,7 @@
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { numberFlag } from "../tools/flags.ts";
 import {
   codesOf,
   fill,
@@ -354,10 +355,10 @@ if (import.meta.main) {
     args: Deno.args,
     options: {
       major: { type: "string" },
-      callers: { type: "string", default: "64" },
+      callers: { type: "string" },
       shape: { type: "string" },
-      seconds: { type: "string", default: "4" },
-      top: { type: "string", default: "25" },
+      seconds: { type: "string" },
+      top: { type: "string" },
       against: { type: "string", default: "raw" },
     },
   });
@@ -365,7 +366,19 @@ if (import.meta.main) {
   if (against !== "raw" && against !== "floor") {
     throw new TypeError(`--against: raw or floor, not ${against}`);
   }
-  const callers = Number(flags.callers);
+  if (flags.major !== undefined && flags.major !== "3" && flags.major !== "4") {
+    throw new TypeError(`--major: 3 or 4, not ${flags.major}`);
+  }
+  if (
+    flags.shape !== undefined && !/^[1-9]\d*[x×][1-9]\d*$/.test(flags.shape)
+  ) {
+    throw new TypeError(
+      `--shape: statements × keys, such as 2x32, not ${flags.shape}`,
+    );
+  }
+  const callers = numberFlag("callers", flags.callers, 64, "count");
+  const seconds = numberFlag("seconds", flags.seconds, 4, "seconds");
+  const top = numberFlag("top", flags.top, 25, "count");
   const shape = (flags.shape ?? (callers === 1 ? "1x1" : "2x32")).split(/[x×]/)
     .map(Number) as [number, number];
   const majors = flags.major ? [major(Number(flags.major) as 3 | 4)] : MAJORS;
@@ -376,7 +389,7 @@ if (import.meta.main) {
         callers,
         shape,
         text,
-        seconds: Number(flags.seconds),
+        seconds,
       };
       const store = await profileOne(
         m.major,
@@ -444,7 +457,7 @@ if (import.meta.main) {
           name,
           (store.frames.get(name) ?? 0) - (ref.frames.get(name) ?? 0),
         ] as const
-      ).sort((a, b) => b[1] - a[1]).slice(0, Number(flags.top));
+      ).sort((a, b) => b[1] - a[1]).slice(0, top);
       for (const [name, micros] of more) {
         console.log(`${micros.toFixed(2).padStart(7)} µs  ${name}`);
       }

@@ -19,38 +19,35 @@ import postgres from "../tools/postgres.ts";
 import { migrate } from "../mod.ts";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import { type LoadReport, runLoad } from "../tools/load/load.ts";
+import { numberFlag } from "../tools/flags.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
-    codes: { type: "string", default: "100000" },
-    racers: { type: "string", default: "8" },
-    processes: { type: "string", default: "2" },
-    pools: { type: "string", default: "2" },
-    connections: { type: "string", default: "10" },
-    round: { type: "string", default: "2000" },
+    codes: { type: "string" },
+    racers: { type: "string" },
+    processes: { type: "string" },
+    pools: { type: "string" },
+    connections: { type: "string" },
+    round: { type: "string" },
     "prepare-false": { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
 });
 if (values.help) {
   console.log(
-    "deno task soak [--codes N] [--racers N] [--processes N] [--pools N] " +
-      "[--connections N] [--round N] [--prepare-false]",
+    "deno task soak [--codes N (100000)] [--racers N (8)] " +
+      "[--processes N (2)] [--pools N (2)] [--connections N (10)] " +
+      "[--round N (2000)] [--prepare-false]",
   );
   Deno.exit(0);
 }
-const number = (name: keyof typeof values) => {
-  const n = Number(values[name]);
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`--${name} must be a positive integer`);
-    Deno.exit(2);
-  }
-  return n;
-};
-const codes = number("codes");
-const racers = number("racers");
-const processes = number("processes");
+const codes = numberFlag("codes", values.codes, 100_000, "count");
+const racers = numberFlag("racers", values.racers, 8, "count");
+const processes = numberFlag("processes", values.processes, 2, "count");
+const pools = numberFlag("pools", values.pools, 2, "count");
+const connections = numberFlag("connections", values.connections, 10, "count");
+const round = numberFlag("round", values.round, 2000, "count");
 if (racers % processes !== 0) {
   console.error("--racers must be a multiple of --processes");
   Deno.exit(2);
@@ -66,7 +63,7 @@ try {
   await migrate(sql, { table });
   console.log(
     `soak: ${codes} codes x ${racers} racers, ${processes} processes x ` +
-      `${values.pools} pools x ${values.connections} connections` +
+      `${pools} pools x ${connections} connections` +
       (server ? ", embedded PostgreSQL" : ", DATABASE_URL"),
   );
   report = await runLoad({
@@ -74,10 +71,10 @@ try {
     table,
     codes,
     processes,
-    poolsPerProcess: number("pools"),
-    connections: number("connections"),
+    poolsPerProcess: pools,
+    connections,
     racersPerProcess: racers / processes,
-    round: number("round"),
+    round,
     poolOptions: values["prepare-false"] ? { prepare: false } : {},
     onProgress(done, r) {
       const line = `  ${done}/${codes} codes  winners ${r.winners}  ` +
