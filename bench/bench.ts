@@ -34,8 +34,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { numberFlag } from "../tools/flags.ts";
+import { numberFlag, readFlags } from "../tools/flags.ts";
 import {
   addCodes,
   type BenchDatabase,
@@ -64,16 +63,13 @@ import {
   withBenchDatabase,
 } from "./harness.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    quick: { type: "boolean", default: false },
-    rounds: { type: "string" },
-    slices: { type: "string" },
-    seconds: { type: "string" },
-    warmup: { type: "string" },
-    out: { type: "string", default: "bench" },
-  },
+const flags = readFlags(Deno.args, {
+  quick: { type: "boolean", default: false },
+  rounds: { type: "string" },
+  slices: { type: "string" },
+  seconds: { type: "string" },
+  warmup: { type: "string" },
+  out: { type: "string", default: "bench" },
 });
 const quick = flags.quick;
 

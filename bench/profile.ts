@@ -37,8 +37,7 @@
 
 import { join } from "node:path";
 import process from "node:process";
-import { parseArgs } from "node:util";
-import { numberFlag } from "../tools/flags.ts";
+import { choiceFlag, numberFlag, readFlags, refuse } from "../tools/flags.ts";
 import {
   codesOf,
   fill,
@@ -351,29 +350,23 @@ if (import.meta.main) {
     await child(JSON.parse(Deno.args[1]!));
     process.exit(0);
   }
-  const { values: flags } = parseArgs({
-    args: Deno.args,
-    options: {
-      major: { type: "string" },
-      callers: { type: "string" },
-      shape: { type: "string" },
-      seconds: { type: "string" },
-      top: { type: "string" },
-      against: { type: "string", default: "raw" },
-    },
+  const flags = readFlags(Deno.args, {
+    major: { type: "string" },
+    callers: { type: "string" },
+    shape: { type: "string" },
+    seconds: { type: "string" },
+    top: { type: "string" },
+    against: { type: "string", default: "raw" },
   });
-  const against = flags.against;
-  if (against !== "raw" && against !== "floor") {
-    throw new TypeError(`--against: raw or floor, not ${against}`);
-  }
-  if (flags.major !== undefined && flags.major !== "3" && flags.major !== "4") {
-    throw new TypeError(`--major: 3 or 4, not ${flags.major}`);
-  }
+  const against = choiceFlag("against", flags.against, ["raw", "floor"])!;
+  const only = choiceFlag("major", flags.major, ["3", "4"]);
   if (
     flags.shape !== undefined && !/^[1-9]\d*[x×][1-9]\d*$/.test(flags.shape)
   ) {
-    throw new TypeError(
-      `--shape: statements × keys, such as 2x32, not ${flags.shape}`,
+    refuse(
+      `--shape takes statements × keys, such as 2x32, not ${
+        JSON.stringify(flags.shape)
+      }`,
     );
   }
   const callers = numberFlag("callers", flags.callers, 64, "count");
@@ -381,7 +374,7 @@ if (import.meta.main) {
   const top = numberFlag("top", flags.top, 25, "count");
   const shape = (flags.shape ?? (callers === 1 ? "1x1" : "2x32")).split(/[x×]/)
     .map(Number) as [number, number];
-  const majors = flags.major ? [major(Number(flags.major) as 3 | 4)] : MAJORS;
+  const majors = only ? [major(Number(only) as 3 | 4)] : MAJORS;
   await withBenchDatabase("profile", async ({ url, admin, table }) => {
     for (const m of majors) {
       const { text } = await takeStatement(m, url, admin, table);

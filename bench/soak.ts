@@ -14,25 +14,21 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import postgres from "../tools/postgres.ts";
 import { migrate } from "../mod.ts";
 import { databaseFromEnv } from "../tools/embedded_postgres.ts";
 import { type LoadReport, runLoad } from "../tools/load/load.ts";
-import { numberFlag } from "../tools/flags.ts";
+import { numberFlag, readFlags } from "../tools/flags.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    codes: { type: "string" },
-    racers: { type: "string" },
-    processes: { type: "string" },
-    pools: { type: "string" },
-    connections: { type: "string" },
-    round: { type: "string" },
-    "prepare-false": { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
-  },
+const values = readFlags(Deno.args, {
+  codes: { type: "string" },
+  racers: { type: "string" },
+  processes: { type: "string" },
+  pools: { type: "string" },
+  connections: { type: "string" },
+  round: { type: "string" },
+  "prepare-false": { type: "boolean", default: false },
+  help: { type: "boolean", short: "h", default: false },
 });
 if (values.help) {
   console.log(

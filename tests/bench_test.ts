@@ -79,7 +79,28 @@ Deno.test({
   },
 });
 
-Deno.test("`deno task bench` refuses a count or a time that is not one, before it measures", async () => {
+/** Runs `script` with `flags`, reaching no database; its code and stderr. */
+async function refused(
+  script: string,
+  flags: string[],
+): Promise<{ code: number; stderr: string }> {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(`../bench/${script}`, import.meta.url).pathname,
+      ...flags,
+    ],
+    // Nothing is measured: no database is reached.
+    env: { DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" },
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  return { code, stderr: new TextDecoder().decode(stderr) };
+}
+
+Deno.test("`deno task bench` refuses a count or a time that is not one, or a flag it does not know, before it measures", async () => {
   const temp = await Deno.makeTempDir({ prefix: "attesto-bench-" });
   try {
     for (
@@ -88,29 +109,40 @@ Deno.test("`deno task bench` refuses a count or a time that is not one, before i
         ["--slices=1.5", /--slices takes a whole number above 0/],
         ["--seconds=soon", /--seconds takes a number of seconds above 0/],
         ["--warmup=-1", /--warmup takes a number of seconds, 0 or more/],
+        ["--round=3", /'--round'/],
       ] as const
     ) {
-      const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          new URL("../bench/bench.ts", import.meta.url).pathname,
-          flag,
-          "--out",
-          `${temp}/results`,
-        ],
-        // Nothing is measured: no database is reached.
-        env: { DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" },
-        stdin: "null",
-        stdout: "null",
-        stderr: "piped",
-      }).output();
+      const { code, stderr } = await refused("bench.ts", [
+        flag,
+        "--out",
+        `${temp}/results`,
+      ]);
       assertEquals(code, 2, flag);
-      assertMatch(new TextDecoder().decode(stderr), wanted);
+      assertMatch(stderr, wanted);
+      // One line, no stack trace.
+      assertEquals(stderr.trim().split("\n").length, 1, stderr);
     }
     // Refused before anything was written.
     assertEquals([...Deno.readDirSync(temp)], []);
   } finally {
     await Deno.remove(temp, { recursive: true });
+  }
+});
+
+Deno.test("`deno task profile` refuses a flag it cannot use with one line, before it measures", async () => {
+  for (
+    const [flag, wanted] of [
+      ["--against=bare", /--against takes raw or floor, not "bare"/],
+      ["--major=5", /--major takes 3 or 4, not "5"/],
+      ["--shape=2by32", /--shape takes statements × keys, such as 2x32/],
+      ["--callers=many", /--callers takes a whole number above 0/],
+      ["--shapes=2x32", /'--shapes'/],
+      ["--top", /'--top <value>'/],
+    ] as const
+  ) {
+    const { code, stderr } = await refused("profile.ts", [flag]);
+    assertEquals(code, 2, flag);
+    assertMatch(stderr, wanted);
+    assertEquals(stderr.trim().split("\n").length, 1, stderr);
   }
 });

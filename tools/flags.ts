@@ -1,10 +1,52 @@
 /**
- * Numbers given on the command line of the bench, the profiler and the
- * soak test, read strictly: a wrong one ends the run before it starts,
- * never minutes later as `NaN`.
+ * The command lines of the bench, the profiler and the soak test, read
+ * strictly: a wrong flag ends the run before it starts, with one line
+ * saying what it takes and exit code 2, never minutes later as `NaN` or
+ * as a stack trace.
  *
  * @module
  */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** Prints `message` and ends the process with exit code 2 (a usage error). */
+export function refuse(message: string): never {
+  console.error(message);
+  Deno.exit(2);
+}
+
+/**
+ * `parseArgs` over `args` with `options`, strict: an unknown flag, or one
+ * missing its value, is refused (see {@linkcode refuse}) rather than thrown.
+ */
+export function readFlags<const T extends ParseArgsConfig["options"]>(
+  args: string[],
+  options: T,
+): ReturnType<typeof parseArgs<{ options: T; args: string[] }>>["values"] {
+  try {
+    return parseArgs({ args, options }).values;
+  } catch (error) {
+    refuse(error instanceof Error ? error.message : String(error));
+  }
+}
+
+/**
+ * The flag `--name` given as `text`, which must be one of `choices`, or
+ * `undefined` where it was not given.
+ */
+export function choiceFlag<C extends string>(
+  name: string,
+  text: string | undefined,
+  choices: readonly C[],
+): C | undefined {
+  if (text === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(text)) {
+    refuse(
+      `--${name} takes ${choices.join(" or ")}, not ${JSON.stringify(text)}`,
+    );
+  }
+  return text as C;
+}
 
 /** What a numeric flag takes. */
 export type FlagKind = "count" | "seconds" | "seconds or 0";
@@ -38,8 +80,7 @@ export function numberFlag(
   const value = Number(text);
   const { wanted, ok } = RULES[kind];
   if (text.trim() === "" || !Number.isFinite(value) || !ok(value)) {
-    console.error(`--${name} takes ${wanted}, not ${JSON.stringify(text)}`);
-    Deno.exit(2);
+    refuse(`--${name} takes ${wanted}, not ${JSON.stringify(text)}`);
   }
   return value;
 }
